@@ -1,0 +1,47 @@
+# Everything a newcomer needs: `make run` and `make test`. Only Python 3.11+
+# and make are assumed; the rest is installed into .venv from uv.lock.
+
+PYTHON ?= python3
+PORT ?= 8000
+UV_VERSION := 0.13.9
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+VENV := .venv
+BIN := $(VENV)/bin
+
+# Use the interpreter that made the tools venv; never download another one.
+export UV_PYTHON_DOWNLOADS := never
+
+.PHONY: install run test lint format check clean
+
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/python -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
+
+$(VENV)/.installed: pyproject.toml uv.lock | $(UV)
+	UV_PYTHON=$(TOOLS)/bin/python $(UV) sync --frozen --quiet
+	touch $@
+
+install: $(VENV)/.installed ## Create .venv with the locked dependencies and dev tools
+
+run: install ## Migrate, then serve with Gunicorn on 127.0.0.1:$(PORT)
+	$(BIN)/python -m app migrate
+	@echo
+	@echo "  Serving on http://127.0.0.1:$(PORT)  -  docs at http://127.0.0.1:$(PORT)/docs"
+	@echo
+	$(BIN)/gunicorn -c gunicorn.conf.py --bind 127.0.0.1:$(PORT) app.main:app
+
+test: install ## The whole suite: SQLite, and PostgreSQL too when TEST_DATABASE_URL is set
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: install ## What CI checks besides the tests
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy app
+
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+clean:
+	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache

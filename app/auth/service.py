@@ -1,0 +1,130 @@
+import math
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.auth.models import RefreshFamily, RefreshToken
+from app.auth.repository import LoginFailureRepository, RefreshTokenRepository
+from app.core.config import Settings
+from app.core.exceptions import InvalidGrant, NotAuthenticated, RateLimited, RefreshTokenReused
+from app.core.models import utc_now
+from app.core.security import PasswordHasher, TokenCodec
+from app.users.models import User
+from app.users.repository import UserRepository
+
+
+@dataclass(frozen=True, slots=True)
+class TokenPair:
+    access_token: str
+    refresh_token: str
+    expires_in: int
+
+
+class AuthService:
+    def __init__(
+        self,
+        session: AsyncSession,
+        settings: Settings,
+        hasher: PasswordHasher,
+        codec: TokenCodec,
+    ) -> None:
+        self._users = UserRepository(session)
+        self._tokens = RefreshTokenRepository(session)
+        self._failures = LoginFailureRepository(session)
+        self._hasher = hasher
+        self._codec = codec
+        self._max_failures = settings.login_max_failures
+        self._window = timedelta(seconds=settings.login_window_seconds)
+
+    async def login(self, name: str, password: str) -> TokenPair:
+        """Password grant, throttled per account.
+
+        Every path costs one password verification and answers the same way
+        whether or not `name` exists, so neither the body, the status nor the
+        time tells an attacker who has an account.
+        """
+        user = await self._users.get_by_login(name)
+        # One count per account (its username and email share it); for a
+        # name nobody has, one count per name as typed, ignoring case.
+        key = f"user:{user.id}" if user is not None else f"name:{name.casefold()}"
+        await self._failures.lock(key)
+
+        now = utc_now()
+        recent = await self._failures.list_recent(
+            key, since=now - self._window, limit=self._max_failures
+        )
+        if len(recent) >= self._max_failures:
+            # Allowed again once the oldest of the last N failures leaves the window.
+            wait = (recent[self._max_failures - 1] + self._window - now).total_seconds()
+            raise RateLimited(
+                "Too many failed logins for this account; try again later.",
+                retry_after=max(1, math.ceil(wait)),
+            )
+
+        if user is None:
+            await self._hasher.burn_time(password)
+            verified, new_hash = False, None
+        else:
+            verified, new_hash = await self._hasher.verify(password, user.password_hash)
+
+        if user is None or not verified or not user.is_active:
+            await self._failures.add(key, now, forget_before=now - self._window)
+            raise InvalidGrant("Incorrect username or password.")
+
+        await self._failures.clear(key)
+        if new_hash is not None:  # hashing parameters changed since this hash was made
+            user.password_hash = new_hash
+        return self._issue_pair(user, family=None)
+
+    async def refresh(self, refresh_token: str) -> TokenPair:
+        """Rotates: the token presented is retired and a new pair issued in its family."""
+        claims = self._codec.decode(refresh_token, "refresh")
+        family = await self._tokens.get_family_for_update(claims.family_id or "")
+        if family is None or family.revoked_at is not None or family.user_id != claims.user_id:
+            raise NotAuthenticated("The refresh token has been revoked.")
+        stored = await self._tokens.get(claims.jti)
+        if stored is None or stored.family_id != family.id:
+            raise NotAuthenticated("The refresh token is not valid.")
+        if stored.used_at is not None:
+            # A retired token came back: either its owner or a thief holds a
+            # copy. Revoke the whole login; its owner signs in again.
+            family.revoked_at = utc_now()
+            raise RefreshTokenReused(
+                "The refresh token was already used; this login has been revoked."
+            )
+        user = await self._users.get(family.user_id)
+        if user is None or not user.is_active or user.token_version != claims.token_version:
+            raise NotAuthenticated("The refresh token is no longer valid.")
+        stored.used_at = utc_now()
+        return self._issue_pair(user, family=family)
+
+    async def logout(self, refresh_token: str) -> None:
+        """Revokes the token's whole family; an expired or already revoked one is fine."""
+        claims = self._codec.decode(refresh_token, "refresh", allow_expired=True)
+        family = await self._tokens.get_family_for_update(claims.family_id or "")
+        if family is not None and family.revoked_at is None:
+            family.revoked_at = utc_now()
+
+    async def authenticate(self, access_token: str) -> User:
+        claims = self._codec.decode(access_token, "access")
+        user = await self._users.get(claims.user_id)
+        if user is None or not user.is_active or user.token_version != claims.token_version:
+            raise NotAuthenticated("The access token is no longer valid.")
+        return user
+
+    def _issue_pair(self, user: User, family: RefreshFamily | None) -> TokenPair:
+        if family is None:
+            family = RefreshFamily(id=uuid.uuid4().hex, user_id=user.id)
+            self._tokens.add_family(family)
+        refresh = self._codec.issue("refresh", user.id, user.token_version, family_id=family.id)
+        self._tokens.add(
+            RefreshToken(jti=refresh.jti, family_id=family.id, expires_at=refresh.expires_at)
+        )
+        access = self._codec.issue("access", user.id, user.token_version)
+        return TokenPair(
+            access_token=access.token,
+            refresh_token=refresh.token,
+            expires_in=self._codec.access_token_seconds,
+        )

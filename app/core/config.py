@@ -1,0 +1,165 @@
+"""Settings, read once from the environment and `.env` (pydantic-settings)."""
+
+import os
+import secrets
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+# The value `.env.example` ships with; production refuses it like a missing key.
+SAMPLE_SECRET_KEY = "change-me-to-a-long-random-string-of-at-least-32-bytes"  # noqa: S105
+MIN_SECRET_KEY_BYTES = 32
+
+Environment = Literal["development", "test", "production"]
+
+
+def _split_commas(value: object) -> object:
+    """Lets list settings be written `a,b,c` in the environment instead of JSON."""
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        env_ignore_empty=True,
+        extra="ignore",
+        frozen=True,
+        # A settings error must not echo the values it was given: they hold secrets.
+        hide_input_in_errors=True,
+    )
+
+    environment: Environment = "development"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    log_format: Literal["json", "text"] | None = None
+
+    database_url: str | None = None
+    data_dir: Path = Path(".data")
+    db_pool_size: int = Field(default=10, ge=1, le=200)
+    db_max_overflow: int = Field(default=5, ge=0, le=200)
+    db_pool_timeout: float = Field(default=3.0, gt=0)
+    db_connect_timeout: float = Field(default=3.0, gt=0)
+    db_command_timeout: float = Field(default=4.0, gt=0)
+
+    secret_key: SecretStr | None = None
+    previous_secret_keys: Annotated[list[SecretStr], NoDecode] = []
+    jwt_issuer: str = "storefront-api"
+    jwt_audience: str = "storefront-api"
+    access_token_expire_minutes: int = Field(default=15, ge=1, le=24 * 60)
+    refresh_token_expire_days: int = Field(default=14, ge=1, le=365)
+
+    password_hash_memory_kib: int = Field(default=19 * 1024, ge=8)
+    password_hash_iterations: int = Field(default=2, ge=1)
+    password_hash_parallelism: int = Field(default=1, ge=1)
+    password_hash_concurrency: int = Field(default=4, ge=1)
+
+    login_max_failures: int = Field(default=5, ge=1)
+    login_window_seconds: int = Field(default=900, ge=1)
+
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    cors_origins: Annotated[list[str], NoDecode] = []
+    docs_enabled: bool = True
+
+    first_admin_username: str | None = None
+    first_admin_email: str | None = None
+    first_admin_password: SecretStr | None = None
+
+    smtp_host: str | None = None
+    smtp_port: int = 587
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_from: str = "no-reply@localhost"
+    smtp_starttls: bool = True
+    smtp_timeout: float = 10.0
+
+    _split_lists = field_validator("previous_secret_keys", "cors_origins", mode="before")(
+        _split_commas
+    )
+
+    @model_validator(mode="after")
+    def _check_secret_key(self) -> "Settings":
+        key = self.secret_key.get_secret_value() if self.secret_key else ""
+        if self.environment == "production":
+            if not key:
+                raise ValueError("SECRET_KEY must be set when ENVIRONMENT=production")
+            if len(key.encode()) < MIN_SECRET_KEY_BYTES:
+                raise ValueError(
+                    f"SECRET_KEY must be at least {MIN_SECRET_KEY_BYTES} bytes in production"
+                )
+            if key == SAMPLE_SECRET_KEY or "change-me" in key.lower():
+                raise ValueError("SECRET_KEY is the sample value from .env.example; replace it")
+        return self
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        """The database URL with an async driver, whatever form it was given in."""
+        url = self.database_url or f"sqlite:///{self.data_dir / 'app.db'}"
+        scheme, sep, rest = url.partition("://")
+        drivers = {
+            "postgres": "postgresql+asyncpg",
+            "postgresql": "postgresql+asyncpg",
+            "sqlite": "sqlite+aiosqlite",
+        }
+        return f"{drivers.get(scheme, scheme)}{sep}{rest}"
+
+    @property
+    def signing_key(self) -> str:
+        """The key new tokens are signed with.
+
+        Outside production a missing key is generated once and kept in
+        `DATA_DIR`, so every worker and every restart agree on it.
+        """
+        if self.secret_key is not None and self.secret_key.get_secret_value():
+            return self.secret_key.get_secret_value()
+        return _load_or_create_local_secret(self.data_dir)
+
+    @property
+    def verification_keys(self) -> list[str]:
+        """Keys a token may be signed with: the current one first, then retired ones."""
+        return [self.signing_key, *(k.get_secret_value() for k in self.previous_secret_keys)]
+
+    @property
+    def effective_log_format(self) -> Literal["json", "text"]:
+        if self.log_format is not None:
+            return self.log_format
+        return "text" if self.environment == "development" else "json"
+
+
+@lru_cache(maxsize=8)
+def _load_or_create_local_secret(data_dir: Path) -> str:
+    path = data_dir / "secret_key"
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        candidate = data_dir / f".secret_key.{os.getpid()}.{secrets.token_hex(4)}"
+        fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(48))
+        try:
+            # link() is atomic and refuses to overwrite: when several workers
+            # start at once, exactly one key wins and all of them read it.
+            os.link(candidate, path)
+        except FileExistsError:
+            pass
+        finally:
+            candidate.unlink()
+    return path.read_text().strip()
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
+
+
+def describe_settings_error(error: ValidationError) -> str:
+    """One line saying what is wrong with the settings, naming no values."""
+    problems = []
+    for issue in error.errors():
+        name = ".".join(str(part) for part in issue["loc"]).upper()
+        message = issue["msg"].removeprefix("Value error, ")
+        problems.append(f"{name}: {message}" if name else message)
+    return "configuration error: " + "; ".join(problems)

@@ -1,0 +1,167 @@
+"""Engine, sessions and the per-request unit of work."""
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+from app.core.config import Settings
+from app.core.exceptions import DomainError
+
+
+def create_engine(settings: Settings) -> AsyncEngine:
+    url = make_url(settings.sqlalchemy_url)
+    # Parameters never appear in exception messages or logs: they hold hashes.
+    options: dict[str, Any] = {"hide_parameters": True, "pool_pre_ping": True}
+    if url.get_backend_name() == "sqlite":
+        return _create_sqlite_engine(url.render_as_string(hide_password=False), options)
+    return create_async_engine(
+        url,
+        **options,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+        pool_timeout=settings.db_pool_timeout,
+        pool_recycle=1800,
+        connect_args={
+            "timeout": settings.db_connect_timeout,
+            "command_timeout": settings.db_command_timeout,
+            # Short OLTP queries: JIT compilation costs more than it saves.
+            "server_settings": {"application_name": "storefront-api", "jit": "off"},
+        },
+    )
+
+
+def _create_sqlite_engine(url: str, options: dict[str, Any]) -> AsyncEngine:
+    database = make_url(url).database
+    if database and database != ":memory:":
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_async_engine(url, **options, connect_args={"timeout": 15})
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take transaction control away from the driver so that "begin" below
+        # decides how each transaction starts.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.execute("PRAGMA busy_timeout = 15000")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        # SQLite has no row locks. Taking the write lock when a transaction
+        # starts serialises writers up front (waiting on busy_timeout) instead
+        # of failing with "database is locked" when a reader tries to write.
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+class Database:
+    """One process's engine and session factory, made at start-up from the settings."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.engine = create_engine(settings)
+        self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+def get_database(request: Request) -> Database:
+    database: Database = request.app.state.database
+    return database
+
+
+async def get_session(
+    database: Annotated[Database, Depends(get_database)],
+) -> AsyncIterator[AsyncSession]:
+    """One transaction per request: committed when the route returns, else rolled back.
+
+    The dependency is declared with `scope="function"`, so the commit happens
+    before the response is sent: a client never sees a 2xx for work that
+    then fails to commit, nor reads before its own write is visible.
+    """
+    async with database.sessionmaker() as session:
+        try:
+            yield session
+        except DomainError as error:
+            if error.keeps_changes:
+                await session.commit()
+            else:
+                await session.rollback()
+            raise
+        except BaseException:
+            await session.rollback()
+            raise
+        else:
+            await session.commit()
+
+
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+
+
+def violated_unique_key(error: IntegrityError, keys: Mapping[str, Sequence[str]]) -> str | None:
+    """Which of `keys` a unique violation broke, on PostgreSQL or SQLite.
+
+    `keys` maps a name (say "sku") to what identifies its rule: the index
+    name, which PostgreSQL reports (SQLite too, for expression indexes), and
+    the `table.column` form SQLite reports for plain column indexes.
+    """
+    cause = error.orig.__cause__ if error.orig is not None else None
+    constraint = getattr(cause, "constraint_name", None)
+    reported = {constraint} if constraint else _sqlite_unique_names(str(error.orig))
+    for key, markers in keys.items():
+        if reported.intersection(markers):
+            return key
+    return None
+
+
+def _sqlite_unique_names(message: str) -> set[str]:
+    # "UNIQUE constraint failed: index 'uq_x'" or "UNIQUE constraint failed: t.a, t.b"
+    _, _, names = message.partition("UNIQUE constraint failed: ")
+    found = set()
+    for name in (part.strip() for part in names.split(",")):
+        if name.startswith("index '") and name.endswith("'"):
+            name = name[len("index '") : -1]
+        found.add(name)
+    return found
+
+
+class DuplicateValue(Exception):
+    """A write broke a unique rule; `key` names which (say "email")."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+async def flush_unique(session: AsyncSession, keys: Mapping[str, Sequence[str]]) -> None:
+    """Flushes, turning a violation of one of `keys` into DuplicateValue.
+
+    The database, not a read beforehand, decides uniqueness: two requests
+    racing for one value cannot both pass a check and both insert.
+    """
+    try:
+        await session.flush()
+    except IntegrityError as error:
+        key = violated_unique_key(error, keys)
+        if key is None:
+            raise
+        raise DuplicateValue(key) from error

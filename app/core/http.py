@@ -1,0 +1,63 @@
+"""Entity tags (RFC 9110 section 8.8.3) as the routers read and write them."""
+
+import re
+from dataclasses import dataclass
+
+from app.core.versioning import VersionMatch
+
+_ENTITY_TAG = re.compile(r'\s*(W/)?"([\x21\x23-\x7e]*)"\s*')
+
+
+def etag(version: int) -> str:
+    return f'"{version}"'
+
+
+@dataclass(frozen=True, slots=True)
+class _EntityTags:
+    any: bool
+    strong: frozenset[str]
+    weak: frozenset[str]
+
+
+def _parse(header: str) -> _EntityTags | None:
+    """A list of entity-tags, or `*`; None when the header is malformed."""
+    if header.strip() == "*":
+        return _EntityTags(any=True, strong=frozenset(), weak=frozenset())
+    strong: set[str] = set()
+    weak: set[str] = set()
+    for part in header.split(","):
+        if not part.strip():
+            continue  # RFC 9110 lists tolerate empty elements
+        found = _ENTITY_TAG.fullmatch(part)
+        if found is None:
+            return None
+        (weak if found.group(1) else strong).add(found.group(2))
+    return _EntityTags(any=False, strong=frozenset(strong), weak=frozenset(weak))
+
+
+def _versions(tags: frozenset[str]) -> frozenset[int]:
+    return frozenset(int(t) for t in tags if t.isascii() and t.isdigit() and len(t) <= 19)
+
+
+def if_match(header: str | None) -> VersionMatch | None:
+    """What `If-Match` accepts, by strong comparison; None when there is no header.
+
+    A malformed header matches nothing, so the update is refused with 412
+    rather than applied without the check the client asked for.
+    """
+    if header is None:
+        return None
+    tags = _parse(header)
+    if tags is None:
+        return VersionMatch(versions=frozenset())
+    return VersionMatch(versions=_versions(tags.strong), any=tags.any)
+
+
+def if_none_match_hits(header: str | None, version: int) -> bool:
+    """True when `If-None-Match` matches the current version (weak comparison): answer 304."""
+    if header is None:
+        return False
+    tags = _parse(header)
+    if tags is None:
+        return False
+    return tags.any or version in _versions(tags.strong | tags.weak)

@@ -1,0 +1,157 @@
+"""Pure ASGI middleware: cheap per request, and no buffering of bodies."""
+
+import logging
+import re
+import time
+import uuid
+from collections.abc import Mapping
+
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.core.context import request_id_var, user_id_var
+from app.core.problems import send_problem
+
+access_logger = logging.getLogger("app.access")
+error_logger = logging.getLogger("app.errors")
+
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+class RequestContextMiddleware:
+    """Gives each request an id, logs one line for it, and is the last resort for errors.
+
+    Unhandled exceptions are answered here rather than by Starlette's
+    outermost handler, so even a 500 carries `X-Request-ID` and goes through
+    the same log line as every other response.
+    """
+
+    def __init__(self, app: ASGIApp, route_templates: Mapping[int, str]) -> None:
+        self.app = app
+        # Routers are included by reference, so a route's own `path` lacks the
+        # prefixes it was included under; the full templates are built once,
+        # keyed by id(route).
+        self.route_templates = route_templates
+
+    def route_template(self, scope: Scope) -> str:
+        """The matched route's template (`/api/v1/products/{product_id}`), never ids."""
+        route = scope.get("route")
+        if route is None:
+            return "<unmatched>"
+        return self.route_templates.get(id(route)) or str(getattr(route, "path", "<unmatched>"))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        incoming = Headers(scope=scope).get("x-request-id", "")
+        request_id = incoming if _REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
+        request_token = request_id_var.set(request_id)
+        user_token = user_id_var.set(None)
+        started = time.perf_counter()
+        status = 500
+        response_started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+                status = message["status"]
+                MutableHeaders(scope=message).append("X-Request-ID", request_id)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception:
+            error_logger.exception(
+                "unhandled error in %s %s", scope["method"], self.route_template(scope)
+            )
+            if not response_started:
+                await send_problem(
+                    scope, receive, send_with_id, 500, "An unexpected error occurred."
+                )
+        finally:
+            elapsed_ms = (time.perf_counter() - started) * 1000
+            route = self.route_template(scope)
+            access_logger.info(
+                "%s %s %s %.1fms",
+                scope["method"],
+                route,
+                status,
+                elapsed_ms,
+                extra={
+                    "method": scope["method"],
+                    "route": route,
+                    "status": status,
+                    "duration_ms": round(elapsed_ms, 2),
+                },
+            )
+            user_id_var.reset(user_token)
+            request_id_var.reset(request_token)
+
+
+class ContentTooLarge(HTTPException):
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"The request body is larger than {limit} bytes.")
+
+
+class BodySizeLimitMiddleware:
+    """Refuses bodies over `limit` bytes without reading them into memory.
+
+    A declared Content-Length over the limit is refused before the
+    application runs; a chunked body is counted as it streams and refused
+    the moment it passes the limit.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        declared = Headers(scope=scope).get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await send_problem(
+                scope,
+                receive,
+                send,
+                413,
+                f"The request body is larger than {self.limit} bytes.",
+                headers={"Connection": "close"},
+            )
+            return
+
+        received = 0
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise ContentTooLarge(self.limit)
+            return message
+
+        await self.app(scope, counting_receive, send)
+
+
+class TrailingSlashMiddleware:
+    """Serves `/x/` exactly like `/x`, without a redirect."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope.get("path", "")
+        if scope["type"] == "http" and len(path) > 1 and path.endswith("/"):
+            # Changed in place, so outer middleware sees the route matched later.
+            scope["path"] = path.rstrip("/") or "/"
+            raw_path = scope.get("raw_path")
+            if raw_path:
+                scope["raw_path"] = raw_path.rstrip(b"/") or b"/"
+        await self.app(scope, receive, send)

@@ -1,0 +1,205 @@
+"""RFC 9457 problem details: the one place where every error becomes a response."""
+
+import logging
+from collections.abc import Mapping, Sequence
+from http import HTTPStatus
+from typing import Any
+
+import sqlalchemy.exc
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException
+from starlette.types import Receive, Scope, Send
+
+from app.core import exceptions as exc
+from app.core.context import request_id_var
+
+logger = logging.getLogger("app.errors")
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+DATABASE_RETRY_AFTER_SECONDS = 5
+
+# Reason phrases as RFC 9110 names them (Python 3.11 still has the older ones).
+_TITLES = {413: "Content Too Large", 422: "Unprocessable Content"}
+
+# Most specific class first: a subclass must come before its parent.
+_DOMAIN_STATUS: Sequence[tuple[type[exc.DomainError], int]] = (
+    (exc.OAuth2Error, 400),
+    (exc.NotAuthenticated, 401),
+    (exc.PermissionDenied, 403),
+    (exc.NotFound, 404),
+    (exc.Conflict, 409),
+    (exc.PreconditionFailed, 412),
+    (exc.RateLimited, 429),
+)
+
+# Failures that mean "the database cannot be reached right now", not "a bug".
+DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.InterfaceError,
+    sqlalchemy.exc.TimeoutError,
+    OSError,  # asyncpg raises ConnectionRefusedError and TimeoutError unwrapped
+)
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem details object."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "type": "about:blank",
+                "title": "Not Found",
+                "status": 404,
+                "detail": "Product 999 does not exist.",
+                "instance": "/api/v1/products/999",
+                "request_id": "0f4c6b1e9a2d4e37b1c2d3e4f5a6b7c8",
+            }
+        }
+    )
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+    instance: str
+    request_id: str | None = None
+
+
+class OAuth2Problem(Problem):
+    """A token endpoint error: a problem that also carries RFC 6749's `error` code."""
+
+    error: str = Field(examples=["invalid_grant"])
+    error_description: str | None = None
+
+
+class ValidationIssue(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ValidationProblem(Problem):
+    """A 422: what was wrong with the request, one entry per problem found."""
+
+    errors: list[ValidationIssue]
+
+
+def title_for(status: int) -> str:
+    return _TITLES.get(status) or HTTPStatus(status).phrase
+
+
+def problem_response(
+    status: int,
+    detail: str,
+    instance: str,
+    *,
+    headers: Mapping[str, str] | None = None,
+    **members: Any,
+) -> JSONResponse:
+    body = {
+        "type": "about:blank",
+        "title": title_for(status),
+        "status": status,
+        "detail": detail,
+        "instance": instance,
+        "request_id": request_id_var.get(),
+        **members,
+    }
+    return JSONResponse(body, status, headers=dict(headers or {}), media_type=PROBLEM_MEDIA_TYPE)
+
+
+async def send_problem(
+    scope: Scope, receive: Receive, send: Send, status: int, detail: str, **kwargs: Any
+) -> None:
+    """For middleware, which answers before (or instead of) the application."""
+    response = problem_response(status, detail, scope.get("path", ""), **kwargs)
+    await response(scope, receive, send)
+
+
+def _domain_status(error: exc.DomainError) -> int:
+    for cls, status in _DOMAIN_STATUS:
+        if isinstance(error, cls):
+            return status
+    return 400
+
+
+async def _on_domain_error(request: Request, error: Exception) -> JSONResponse:
+    if not isinstance(error, exc.DomainError):
+        raise TypeError(error)
+    status = _domain_status(error)
+    headers: dict[str, str] = {}
+    members: dict[str, Any] = {}
+    if isinstance(error, exc.NotAuthenticated):
+        headers["WWW-Authenticate"] = "Bearer"
+    if isinstance(error, exc.RateLimited):
+        headers["Retry-After"] = str(error.retry_after)
+    if isinstance(error, exc.OAuth2Error):
+        members = {"error": error.error, "error_description": error.detail}
+        headers["Cache-Control"] = "no-store"
+    return problem_response(status, error.detail, request.url.path, headers=headers, **members)
+
+
+def _describe_http_error(error: HTTPException, request: Request) -> str:
+    if error.status_code == 404 and error.detail == title_for(404):
+        return f"Nothing is served at {request.url.path}."
+    if error.status_code == 405:
+        return f"{request.method} is not allowed on {request.url.path}."
+    return str(error.detail)
+
+
+async def _on_http_error(request: Request, error: Exception) -> JSONResponse:
+    if not isinstance(error, HTTPException):
+        raise TypeError(error)
+    return problem_response(
+        error.status_code,
+        _describe_http_error(error, request),
+        request.url.path,
+        headers=error.headers,
+    )
+
+
+def validation_issues(errors: Sequence[Any]) -> list[dict[str, Any]]:
+    """Only location, message and type: Pydantic's `input` could hold a password."""
+    return [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in errors]
+
+
+async def _on_validation_error(request: Request, error: Exception) -> JSONResponse:
+    if not isinstance(error, RequestValidationError):
+        raise TypeError(error)
+    issues = validation_issues(error.errors())
+    count = len(issues)
+    detail = "The request is not valid: " + (
+        "see the error below." if count == 1 else f"see the {count} errors below."
+    )
+    return problem_response(422, detail, request.url.path, errors=issues)
+
+
+async def _on_integrity_error(request: Request, error: Exception) -> JSONResponse:
+    # Services turn the uniqueness rules they know into precise 409s; this is
+    # the backstop for a constraint no service anticipated.
+    logger.warning("integrity error not handled by a service: %s", type(error).__name__)
+    return problem_response(
+        409, "The request conflicts with data already stored.", request.url.path
+    )
+
+
+async def _on_database_unavailable(request: Request, error: Exception) -> JSONResponse:
+    logger.error("database unavailable: %s", type(error).__name__)
+    return problem_response(
+        503,
+        "The database is unavailable; try again shortly.",
+        request.url.path,
+        headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)},
+    )
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(exc.DomainError, _on_domain_error)
+    app.add_exception_handler(HTTPException, _on_http_error)
+    app.add_exception_handler(RequestValidationError, _on_validation_error)
+    app.add_exception_handler(sqlalchemy.exc.IntegrityError, _on_integrity_error)
+    for error_class in DATABASE_UNAVAILABLE:
+        app.add_exception_handler(error_class, _on_database_unavailable)

@@ -1,0 +1,118 @@
+"""Route classes and OpenAPI declarations shared by every router."""
+
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from fastapi import Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
+
+from app.core.exceptions import InvalidRequest
+from app.core.problems import Problem, ValidationProblem, validation_issues
+
+Handler = Callable[[Request], Coroutine[Any, Any, Response]]
+
+
+class _DeferredJSONRequest(Request):
+    """Reports a body that is not JSON as a validation error, not straight away.
+
+    FastAPI parses JSON before it resolves dependencies, so a malformed body
+    would answer 422 before authentication could answer 401. Here the parse
+    failure only marks the request; the body then fails validation in its
+    turn, after the dependencies (authentication among them) have run.
+    """
+
+    json_error: str | None = None
+
+    async def json(self) -> Any:
+        try:
+            return await super().json()
+        except (ValueError, RecursionError) as error:
+            self.json_error = str(error) if isinstance(error, ValueError) else "nested too deeply"
+            return None
+
+
+class ApiRoute(APIRoute):
+    def get_route_handler(self) -> Handler:
+        handler = super().get_route_handler()
+
+        async def handle(request: Request) -> Response:
+            deferred = _DeferredJSONRequest(request.scope, request.receive)
+            try:
+                return await handler(deferred)
+            except RequestValidationError as error:
+                if deferred.json_error is None:
+                    raise
+                issues = [e for e in error.errors() if e["loc"][:1] != ("body",)]
+                issues.append(
+                    {
+                        "loc": ("body",),
+                        "msg": "The body is not valid JSON.",
+                        "type": "json_invalid",
+                    }
+                )
+                raise RequestValidationError(issues) from error
+
+        return handle
+
+
+class OAuth2FormRoute(ApiRoute):
+    """The token endpoint answers a malformed form as RFC 6749 asks: 400 invalid_request."""
+
+    def get_route_handler(self) -> Handler:
+        handler = super().get_route_handler()
+
+        async def handle(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except RequestValidationError as error:
+                fields = sorted(
+                    {str(issue["loc"][-1]) for issue in validation_issues(error.errors())}
+                )
+                raise InvalidRequest(
+                    "The form is missing fields or has invalid ones: " + ", ".join(fields) + "."
+                ) from error
+
+        return handle
+
+
+_DESCRIPTIONS = {
+    400: "The token request was refused (RFC 6749 error in `error`).",
+    401: "Missing, invalid or expired credentials.",
+    403: "Signed in, but not allowed to do this.",
+    404: "No such resource.",
+    409: "Conflicts with stored data (a unique value already taken).",
+    412: "`If-Match` does not match the current `ETag`.",
+    413: "The request body is larger than `MAX_BODY_BYTES`.",
+    422: "The request is not valid; `errors` says where and why.",
+    429: "Too many failed logins for this account; retry after `Retry-After` seconds.",
+    503: "The database is unavailable; retry after `Retry-After` seconds.",
+}
+
+_HEADERS: dict[int, dict[str, Any]] = {
+    401: {
+        "WWW-Authenticate": {
+            "description": "Always `Bearer`.",
+            "schema": {"type": "string"},
+        }
+    },
+    429: {"Retry-After": {"description": "Seconds to wait.", "schema": {"type": "integer"}}},
+    503: {"Retry-After": {"description": "Seconds to wait.", "schema": {"type": "integer"}}},
+}
+
+
+def problem_responses(*statuses: int, **descriptions: str) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for the error responses of a route (served as problem+json).
+
+    `descriptions` overrides the generic text per status: `_404="No such product."`.
+    """
+    responses: dict[int | str, dict[str, Any]] = {}
+    for status in statuses:
+        entry: dict[str, Any] = {
+            "model": ValidationProblem if status == 422 else Problem,
+            "description": descriptions.get(f"_{status}", _DESCRIPTIONS[status]),
+        }
+        if status in _HEADERS:
+            entry["headers"] = _HEADERS[status]
+        responses[status] = entry
+    return responses

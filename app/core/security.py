@@ -1,0 +1,182 @@
+"""Password hashing and JWTs: the only module that knows passlib and python-jose."""
+
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+import anyio
+from jose import jwt
+from jose.exceptions import JOSEError
+from passlib.context import CryptContext
+
+from app.core.config import Settings
+from app.core.exceptions import NotAuthenticated
+from app.core.models import MAX_ID
+
+ALGORITHM = "HS256"
+TokenType = Literal["access", "refresh"]
+# RFC 8725 section 3.11: explicit typing, so one kind can never pass for the other.
+_HEADER_TYPES: dict[TokenType, str] = {"access": "at+jwt", "refresh": "rt+jwt"}
+_REQUIRED_CLAIMS = ("exp", "iat", "sub", "jti", "iss", "aud")
+
+
+class PasswordHasher:
+    """argon2id through passlib, always off the event loop.
+
+    A capacity limiter bounds how many hashes run at once: each one holds
+    `memory_kib` of memory and a CPU, and a login storm must not starve the
+    thread pool the rest of the application shares.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self._context = CryptContext(
+            schemes=["argon2"],
+            argon2__type="ID",
+            argon2__memory_cost=settings.password_hash_memory_kib,
+            argon2__rounds=settings.password_hash_iterations,
+            argon2__parallelism=settings.password_hash_parallelism,
+        )
+        self._limiter = anyio.CapacityLimiter(settings.password_hash_concurrency)
+        self._dummy_hash: str | None = None
+
+    async def hash(self, password: str) -> str:
+        digest: str = await anyio.to_thread.run_sync(
+            self._context.hash, password, limiter=self._limiter
+        )
+        return digest
+
+    async def verify(self, password: str, password_hash: str) -> tuple[bool, str | None]:
+        """Checks a password; the second value is a new hash when the parameters changed."""
+        verified, new_hash = await anyio.to_thread.run_sync(
+            self._context.verify_and_update, password, password_hash, limiter=self._limiter
+        )
+        return bool(verified), new_hash
+
+    async def burn_time(self, password: str) -> None:
+        """Costs what a verification costs, for a user who does not exist.
+
+        Without it, a login for an unknown name answers faster than one for a
+        real account, and the difference tells who has an account.
+        """
+        if self._dummy_hash is None:
+            self._dummy_hash = await self.hash(secrets.token_urlsafe(16))
+        await self.verify(password, self._dummy_hash)
+
+
+@dataclass(frozen=True, slots=True)
+class TokenClaims:
+    user_id: int
+    token_version: int
+    jti: str
+    family_id: str | None
+    expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedToken:
+    token: str
+    jti: str
+    expires_at: datetime
+
+
+class TokenCodec:
+    """Signs and checks access and refresh tokens (HS256)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._signing_key = settings.signing_key
+        self._verification_keys = settings.verification_keys
+        self._issuer = settings.jwt_issuer
+        self._audience = settings.jwt_audience
+        self._lifetimes: dict[TokenType, timedelta] = {
+            "access": timedelta(minutes=settings.access_token_expire_minutes),
+            "refresh": timedelta(days=settings.refresh_token_expire_days),
+        }
+
+    @property
+    def access_token_seconds(self) -> int:
+        return int(self._lifetimes["access"].total_seconds())
+
+    def issue(
+        self,
+        token_type: TokenType,
+        user_id: int,
+        token_version: int,
+        *,
+        family_id: str | None = None,
+    ) -> IssuedToken:
+        now = datetime.now(UTC)
+        expires_at = now + self._lifetimes[token_type]
+        jti = uuid.uuid4().hex
+        claims: dict[str, Any] = {
+            "iss": self._issuer,
+            "aud": self._audience,
+            "sub": str(user_id),
+            "iat": int(now.timestamp()),
+            "exp": int(expires_at.timestamp()),
+            "jti": jti,
+            "type": token_type,
+            "ver": token_version,
+        }
+        if family_id is not None:
+            claims["fam"] = family_id
+        token = jwt.encode(
+            claims,
+            self._signing_key,
+            algorithm=ALGORITHM,
+            headers={"typ": _HEADER_TYPES[token_type]},
+        )
+        return IssuedToken(token=token, jti=jti, expires_at=expires_at)
+
+    def decode(
+        self, token: str, token_type: TokenType, *, allow_expired: bool = False
+    ) -> TokenClaims:
+        """Checks signature, algorithm, issuer, audience, type and expiry.
+
+        Any way a token can be wrong ends in the same NotAuthenticated: the
+        caller learns nothing about which check failed.
+        """
+        try:
+            header = jwt.get_unverified_header(token)
+            if header.get("typ") != _HEADER_TYPES[token_type]:
+                raise NotAuthenticated("The token is not valid.")
+            payload = jwt.decode(
+                token,
+                self._verification_keys,
+                algorithms=[ALGORITHM],
+                audience=self._audience,
+                issuer=self._issuer,
+                options={
+                    "verify_exp": not allow_expired,
+                    **{f"require_{claim}": True for claim in _REQUIRED_CLAIMS},
+                },
+            )
+            return _claims_from(payload, token_type)
+        except (JOSEError, ValueError, TypeError, KeyError, AttributeError) as error:
+            raise NotAuthenticated("The token is not valid or has expired.") from error
+
+
+def _claims_from(payload: dict[str, Any], token_type: TokenType) -> TokenClaims:
+    if payload.get("type") != token_type:
+        raise NotAuthenticated("The token is not valid.")
+    subject, version, jti = payload["sub"], payload.get("ver"), payload["jti"]
+    family = payload.get("fam")
+    if not (isinstance(subject, str) and subject.isascii() and subject.isdigit()):
+        raise ValueError("sub is not a user id")
+    if not 0 < int(subject) <= MAX_ID:
+        raise ValueError("sub is not a user id")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise ValueError("ver is not an integer")
+    if not isinstance(jti, str):
+        raise ValueError("jti is not a string")
+    needs_family = token_type == "refresh"  # noqa: S105  (a token kind, not a secret)
+    if needs_family and not isinstance(family, str):
+        raise ValueError("a refresh token needs its family")
+    return TokenClaims(
+        user_id=int(subject),
+        token_version=version,
+        jti=jti,
+        family_id=family if isinstance(family, str) else None,
+        expires_at=datetime.fromtimestamp(payload["exp"], UTC),
+    )

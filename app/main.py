@@ -1,0 +1,149 @@
+"""The application factory: routers, middleware, error handlers and docs."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.utils import get_openapi
+from fastapi.routing import iter_route_contexts
+from pydantic import ValidationError
+
+from app.auth.router import router as auth_router
+from app.core.config import Settings, describe_settings_error, get_settings
+from app.core.database import Database
+from app.core.logging import configure_logging
+from app.core.middleware import (
+    BodySizeLimitMiddleware,
+    RequestContextMiddleware,
+    TrailingSlashMiddleware,
+)
+from app.core.migrations import head_revision
+from app.core.notifications import Mailer
+from app.core.problems import PROBLEM_MEDIA_TYPE, install_problem_handlers
+from app.core.security import PasswordHasher, TokenCodec
+from app.docs import install_docs
+from app.health.router import router as health_router
+from app.products.router import router as products_router
+from app.users.router import router as users_router
+
+API_PREFIX = "/api/v1"
+OPENAPI_URL = "/openapi.json"
+
+DESCRIPTION = """
+A reference REST service: users, OAuth2 password login with rotating refresh
+tokens, and products with optimistic concurrency.
+
+* **Errors** are RFC 9457 problem details (`application/problem+json`), with
+  the request id; a 422 lists every problem in `errors`.
+* **Sign in** with *Authorize* (username or email, and password), or POST the
+  form to `/api/v1/auth/token` and send `Authorization: Bearer <access_token>`.
+* **Concurrency**: every product change raises `version`; the `ETag` is the
+  quoted version. Send `If-Match` to change only the version you read.
+* A trailing slash makes no difference, and every response has `X-Request-ID`.
+"""
+
+TAGS = [
+    {"name": "auth", "description": "Tokens: sign in, refresh (rotating), sign out."},
+    {"name": "users", "description": "Registration, your own account, and user admin."},
+    {"name": "products", "description": "The catalogue: anyone reads, owners and admins change."},
+    {"name": "health", "description": "Liveness and readiness probes."},
+]
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    if settings is None:
+        settings = get_settings()
+    database = Database(settings)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        await database.dispose()
+
+    app = FastAPI(
+        title="Storefront API",
+        version="1.0.0",
+        description=DESCRIPTION,
+        openapi_tags=TAGS,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=OPENAPI_URL if settings.docs_enabled else None,
+        redirect_slashes=False,
+        swagger_ui_parameters={"persistAuthorization": False},
+    )
+    app.dependency_overrides[get_settings] = lambda: settings
+    app.state.database = database
+    app.state.schema_head = head_revision()
+    app.state.password_hasher = PasswordHasher(settings)
+    app.state.token_codec = TokenCodec(settings)
+    app.state.mailer = Mailer(settings)
+
+    install_problem_handlers(app)
+    for router in (auth_router, users_router, products_router):
+        app.include_router(router, prefix=API_PREFIX)
+    app.include_router(health_router)
+    if settings.docs_enabled:
+        install_docs(app, OPENAPI_URL)
+        app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+
+    # Added innermost first: a request meets them in the reverse order.
+    app.add_middleware(TrailingSlashMiddleware)
+    app.add_middleware(BodySizeLimitMiddleware, limit=settings.max_body_bytes)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+            allow_headers=[
+                "Authorization",
+                "Content-Type",
+                "If-Match",
+                "If-None-Match",
+                "X-Request-ID",
+            ],
+            expose_headers=["ETag", "Location", "Retry-After", "X-Request-ID"],
+        )
+    # Keyed by id(): Starlette routes define __eq__ and so are not hashable;
+    # the app keeps every route alive, so the ids stay valid.
+    templates = {id(c.original_route): c.path_format or "" for c in iter_route_contexts(app.routes)}
+    app.add_middleware(RequestContextMiddleware, route_templates=templates)
+    return app
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """The generated document, with error bodies declared as problem+json."""
+    if app.openapi_schema is None:
+        schema = get_openapi(
+            title=app.title,
+            version=app.version,
+            description=app.description,
+            routes=app.routes,
+            tags=app.openapi_tags,
+        )
+        for operations in schema["paths"].values():
+            for operation in operations.values():
+                for code, response in operation.get("responses", {}).items():
+                    content = response.get("content", {})
+                    if code.isdigit() and int(code) >= 400 and "application/json" in content:
+                        content[PROBLEM_MEDIA_TYPE] = content.pop("application/json")
+        app.openapi_schema = schema
+    return app.openapi_schema
+
+
+def __getattr__(name: str) -> FastAPI:
+    # `app.main:app` for Gunicorn and Uvicorn, built from the environment on
+    # first use, so that importing create_app (as tests do) has no side effects.
+    if name != "app":
+        raise AttributeError(name)
+    try:
+        settings = get_settings()
+    except ValidationError as error:
+        # One line on stderr, and the worker refuses to boot.
+        raise SystemExit(describe_settings_error(error)) from None
+    configure_logging(settings)
+    application = create_app(settings)
+    globals()["app"] = application
+    return application

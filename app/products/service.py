@@ -1,0 +1,84 @@
+from collections.abc import Sequence
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.database import DuplicateValue
+from app.core.exceptions import Conflict, NotFound, PermissionDenied, PreconditionFailed
+from app.core.versioning import VersionMatch
+from app.products.models import Product
+from app.products.repository import ProductRepository
+from app.products.schemas import ProductCreate, ProductPatch, ProductQuery
+from app.users.models import User
+
+
+class ProductService:
+    def __init__(self, session: AsyncSession) -> None:
+        self._products = ProductRepository(session)
+
+    async def get(self, product_id: int) -> Product:
+        product = await self._products.get(product_id)
+        if product is None:
+            raise _missing(product_id)
+        return product
+
+    async def list(self, query: ProductQuery) -> tuple[Sequence[Product], int]:
+        return await self._products.list(query)
+
+    async def create(self, owner: User, data: ProductCreate) -> Product:
+        product = Product(**data.model_dump(), owner_id=owner.id)
+        try:
+            return await self._products.add(product)
+        except DuplicateValue as duplicate:
+            raise _sku_taken() from duplicate
+
+    async def replace(
+        self, actor: User, product_id: int, data: ProductCreate, expected: VersionMatch | None
+    ) -> Product:
+        product = await self._get_for_change(actor, product_id, expected)
+        return await self._apply(product, data.model_dump())
+
+    async def patch(
+        self, actor: User, product_id: int, data: ProductPatch, expected: VersionMatch | None
+    ) -> Product:
+        product = await self._get_for_change(actor, product_id, expected)
+        changes = data.model_dump(exclude_unset=True)
+        if not changes:
+            return product  # nothing to change, so no new version
+        return await self._apply(product, changes)
+
+    async def delete(self, actor: User, product_id: int, expected: VersionMatch | None) -> None:
+        product = await self._get_for_change(actor, product_id, expected)
+        await self._products.delete(product)
+
+    async def _get_for_change(
+        self, actor: User, product_id: int, expected: VersionMatch | None
+    ) -> Product:
+        """The product, locked, once the rules for changing it hold.
+
+        They are checked in the contract's order: existence (404), then
+        permission (owner or admin, 403), then the client's precondition (412).
+        """
+        product = await self._products.get_for_update(product_id)
+        if product is None:
+            raise _missing(product_id)
+        if product.owner_id != actor.id and not actor.is_admin:
+            raise PermissionDenied("Only the product's owner or an admin may change it.")
+        if expected is not None and not expected.accepts(product.version):
+            raise PreconditionFailed(
+                f"If-Match does not match the current version ({product.version})."
+            )
+        return product
+
+    async def _apply(self, product: Product, changes: dict[str, object]) -> Product:
+        try:
+            return await self._products.update(product, changes)
+        except DuplicateValue as duplicate:
+            raise _sku_taken() from duplicate
+
+
+def _missing(product_id: int) -> NotFound:
+    return NotFound(f"Product {product_id} does not exist.")
+
+
+def _sku_taken() -> Conflict:
+    return Conflict("That sku is already taken by another product.")

@@ -1,0 +1,46 @@
+from enum import StrEnum
+
+from sqlalchemy import Boolean, Enum, Index, String, func, text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.core.models import Base, BigIntId, TimestampMixin
+
+
+class Role(StrEnum):
+    USER = "user"
+    ADMIN = "admin"
+
+
+class User(TimestampMixin, Base):
+    __tablename__ = "users"
+    __table_args__ = (
+        # Uniqueness without regard to case lives in the database, so that
+        # concurrent registrations of "Alice" and "alice" cannot both win.
+        Index("uq_users_username_lower", func.lower(text("username")), unique=True),
+        Index("uq_users_email_lower", func.lower(text("email")), unique=True),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
+    username: Mapped[str] = mapped_column(String(50))
+    email: Mapped[str] = mapped_column(String(320))
+    full_name: Mapped[str | None] = mapped_column(String(200))
+    password_hash: Mapped[str] = mapped_column(String(255))
+    role: Mapped[Role] = mapped_column(
+        Enum(
+            Role,
+            name="role",
+            native_enum=False,
+            create_constraint=True,
+            length=16,
+            values_callable=lambda roles: [role.value for role in roles],
+        ),
+        default=Role.USER,
+    )
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Raised on every password change; tokens carry the version they were
+    # issued under, so older ones stop working at once (even within a second).
+    token_version: Mapped[int] = mapped_column(default=1)
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == Role.ADMIN

@@ -1,0 +1,52 @@
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.database import flush_unique
+from app.users.models import User
+
+_UNIQUE_KEYS = {"username": ("uq_users_username_lower",), "email": ("uq_users_email_lower",)}
+
+
+class UserRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def get(self, user_id: int) -> User | None:
+        return await self._session.get(User, user_id)
+
+    async def get_by_login(self, name: str) -> User | None:
+        """The user whose username or email is `name`, ignoring case.
+
+        Usernames cannot contain "@" and emails always do, so at most one
+        user matches.
+        """
+        folded = name.lower()
+        statement = select(User).where(
+            or_(func.lower(User.username) == folded, func.lower(User.email) == folded)
+        )
+        return (await self._session.scalars(statement)).first()
+
+    async def list(self, *, limit: int, offset: int) -> tuple[Sequence[User], int]:
+        page = await self._session.scalars(
+            select(User).order_by(User.id).limit(limit).offset(offset)
+        )
+        total = await self._session.scalar(select(func.count()).select_from(User))
+        return page.all(), total or 0
+
+    async def add(self, user: User) -> User:
+        self._session.add(user)
+        await flush_unique(self._session, _UNIQUE_KEYS)
+        return user
+
+    async def update(self, user: User, changes: dict[str, Any]) -> User:
+        for field, value in changes.items():
+            setattr(user, field, value)
+        await flush_unique(self._session, _UNIQUE_KEYS)
+        return user
+
+    async def delete(self, user: User) -> None:
+        await self._session.delete(user)
+        await self._session.flush()

@@ -1,0 +1,138 @@
+from typing import Annotated
+
+from fastapi import APIRouter, BackgroundTasks, Depends, Request, Response, status
+
+from app.auth.dependencies import AdminUser, CurrentUser
+from app.core.database import SessionDep
+from app.core.dependencies import PasswordHasherDep
+from app.core.notifications import Mailer, send_welcome
+from app.core.params import IdPath, PageParams
+from app.core.routing import ApiRoute, problem_responses
+from app.users.schemas import (
+    PasswordChange,
+    UserAdminUpdate,
+    UserCreate,
+    UserPage,
+    UserRead,
+    UserUpdate,
+)
+from app.users.service import UserService
+
+router = APIRouter(prefix="/users", tags=["users"], route_class=ApiRoute)
+
+
+def get_user_service(session: SessionDep, hasher: PasswordHasherDep) -> UserService:
+    return UserService(session, hasher)
+
+
+def get_mailer(request: Request) -> Mailer:
+    mailer: Mailer = request.app.state.mailer
+    return mailer
+
+
+UserServiceDep = Annotated[UserService, Depends(get_user_service)]
+MailerDep = Annotated[Mailer, Depends(get_mailer)]
+
+_SIGNED_IN = (401, 413, 422, 503)
+_ADMIN = (401, 403, 413, 422, 503)
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    summary="Register a new user",
+    description="Anyone may register. The new user has the `user` role. A welcome message "
+    "is sent after the response; failing to send it never fails the registration.",
+    responses={
+        201: {
+            "headers": {"Location": {"description": "The new user.", "schema": {"type": "string"}}}
+        },
+        **problem_responses(409, 413, 422, 503, _409="That username or email is already taken."),
+    },
+)
+async def register(
+    data: UserCreate,
+    users: UserServiceDep,
+    mailer: MailerDep,
+    request: Request,
+    response: Response,
+    background: BackgroundTasks,
+) -> UserRead:
+    user = await users.register(data)
+    response.headers["Location"] = request.app.url_path_for("get_user", user_id=str(user.id))
+    background.add_task(send_welcome, mailer, user.username, user.email)
+    return UserRead.model_validate(user)
+
+
+@router.get("/me", summary="Your own account", responses=problem_responses(401, 503))
+async def read_me(user: CurrentUser) -> UserRead:
+    return UserRead.model_validate(user)
+
+
+@router.patch(
+    "/me",
+    summary="Change your username, email or full name",
+    responses=problem_responses(*_SIGNED_IN, 409),
+)
+async def update_me(data: UserUpdate, user: CurrentUser, users: UserServiceDep) -> UserRead:
+    return UserRead.model_validate(await users.update(user, data))
+
+
+@router.post(
+    "/me/password",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Change your password",
+    description="Needs the current password. Every access and refresh token issued before "
+    "the change stops working at once.",
+    responses=problem_responses(*_SIGNED_IN, 403, _403="The current password is not correct."),
+)
+async def change_password(data: PasswordChange, user: CurrentUser, users: UserServiceDep) -> None:
+    await users.change_password(user, data.current_password, data.new_password)
+
+
+@router.delete(
+    "/me",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Delete your account and your products",
+    responses=problem_responses(401, 503),
+)
+async def delete_me(user: CurrentUser, users: UserServiceDep) -> None:
+    await users.delete(user)
+
+
+@router.get("", summary="List users (admin)", responses=problem_responses(*_ADMIN))
+async def list_users(_: AdminUser, users: UserServiceDep, page: PageParams) -> UserPage:
+    items, total = await users.list(limit=page.limit, offset=page.offset)
+    return UserPage(
+        items=[UserRead.model_validate(u) for u in items],
+        total=total,
+        limit=page.limit,
+        offset=page.offset,
+    )
+
+
+@router.get("/{user_id}", summary="Read a user (admin)", responses=problem_responses(*_ADMIN, 404))
+async def get_user(user_id: IdPath, _: AdminUser, users: UserServiceDep) -> UserRead:
+    return UserRead.model_validate(await users.get(user_id))
+
+
+@router.patch(
+    "/{user_id}",
+    summary="Change a user, including role and active flag (admin)",
+    description="Deactivating a user ends their sessions: their tokens stop working.",
+    responses=problem_responses(*_ADMIN, 404, 409),
+)
+async def update_user(
+    user_id: IdPath, data: UserAdminUpdate, _: AdminUser, users: UserServiceDep
+) -> UserRead:
+    return UserRead.model_validate(await users.update_by_id(user_id, data))
+
+
+@router.delete(
+    "/{user_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Delete a user and their products (admin)",
+    responses=problem_responses(*_ADMIN, 404),
+)
+async def delete_user(user_id: IdPath, _: AdminUser, users: UserServiceDep) -> None:
+    await users.delete_by_id(user_id)

@@ -1,0 +1,95 @@
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.auth.repository import RefreshTokenRepository
+from app.core.database import DuplicateValue
+from app.core.exceptions import Conflict, NotFound, PermissionDenied
+from app.core.models import utc_now
+from app.core.security import PasswordHasher
+from app.users.models import Role, User
+from app.users.repository import UserRepository
+from app.users.schemas import UserAdminUpdate, UserCreate, UserUpdate
+
+logger = logging.getLogger(__name__)
+
+
+class UserService:
+    def __init__(self, session: AsyncSession, hasher: PasswordHasher) -> None:
+        self._users = UserRepository(session)
+        self._refresh_tokens = RefreshTokenRepository(session)
+        self._hasher = hasher
+
+    async def register(self, data: UserCreate, *, role: Role = Role.USER) -> User:
+        user = User(
+            username=data.username,
+            email=data.email,
+            full_name=data.full_name,
+            password_hash=await self._hasher.hash(data.password),
+            role=role,
+        )
+        try:
+            return await self._users.add(user)
+        except DuplicateValue as duplicate:
+            raise _taken(duplicate) from duplicate
+
+    async def get(self, user_id: int) -> User:
+        user = await self._users.get(user_id)
+        if user is None:
+            raise NotFound(f"User {user_id} does not exist.")
+        return user
+
+    async def list(self, *, limit: int, offset: int) -> tuple[Sequence[User], int]:
+        return await self._users.list(limit=limit, offset=offset)
+
+    async def update(self, user: User, data: UserUpdate) -> User:
+        changes: dict[str, Any] = data.model_dump(exclude_unset=True)
+        if changes.get("is_active") is False and user.is_active:
+            await self._end_sessions(user)
+        try:
+            return await self._users.update(user, changes)
+        except DuplicateValue as duplicate:
+            raise _taken(duplicate) from duplicate
+
+    async def update_by_id(self, user_id: int, data: UserAdminUpdate) -> User:
+        return await self.update(await self.get(user_id), data)
+
+    async def change_password(self, user: User, current: str, new: str) -> None:
+        """Every token issued before the change stops working, access and refresh alike."""
+        verified, _ = await self._hasher.verify(current, user.password_hash)
+        if not verified:
+            raise PermissionDenied("The current password is not correct.")
+        user.password_hash = await self._hasher.hash(new)
+        await self._end_sessions(user)
+        await self._users.update(user, {})
+
+    async def delete(self, user: User) -> None:
+        """Deletes the account; its products and logins go with it (ON DELETE CASCADE)."""
+        await self._users.delete(user)
+
+    async def delete_by_id(self, user_id: int) -> None:
+        await self.delete(await self.get(user_id))
+
+    async def ensure_admin(self, username: str, email: str, password: str) -> bool:
+        """Creates the first admin unless a user with that name or email exists; True if created."""
+        for name in (username, email):
+            if await self._users.get_by_login(name) is not None:
+                return False
+        data = UserCreate(username=username, email=email, password=password)
+        try:
+            await self.register(data, role=Role.ADMIN)
+        except Conflict:  # created meanwhile by a concurrent start-up
+            return False
+        return True
+
+    async def _end_sessions(self, user: User) -> None:
+        # Access tokens carry the version they were issued under; raising it
+        # refuses them all at once, even ones issued this very second.
+        user.token_version += 1
+        await self._refresh_tokens.revoke_families_of(user.id, utc_now())
+
+
+def _taken(duplicate: DuplicateValue) -> Conflict:
+    return Conflict(f"That {duplicate.key} is already taken.")

@@ -1,0 +1,157 @@
+"""Fixtures: a real, freshly migrated database per test, on SQLite and on PostgreSQL.
+
+Every test gets its own database, cloned from a template migrated once per
+run (a file copy on SQLite, CREATE DATABASE ... TEMPLATE on PostgreSQL), so
+tests commit for real, race for real, and never see each other's rows.
+PostgreSQL runs when TEST_DATABASE_URL names a server and a base database
+name; the suite then runs every database test on both backends.
+"""
+
+import asyncio
+import os
+import shutil
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy.engine import make_url
+
+from app.core.config import Settings
+from app.core.migrations import upgrade
+from app.main import create_app
+from tests.support import Account, DatabaseProbe, create_account, create_admin
+
+POSTGRES_URL = os.environ.get("TEST_DATABASE_URL")
+BACKENDS = ["sqlite", *(["postgresql"] if POSTGRES_URL else [])]
+TEST_SECRET_KEY = "test-secret-key-that-is-long-enough-for-hs256-0123456789"
+# Fast hashing in tests; the production parameters are tested on their own.
+FAST_HASHING = {"password_hash_memory_kib": 64, "password_hash_iterations": 1}
+
+
+def make_settings(database_url: str, data_dir: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "environment": "test",
+        "database_url": database_url,
+        "data_dir": data_dir,
+        "secret_key": TEST_SECRET_KEY,
+        "log_format": "text",
+        "login_max_failures": 5,
+        "login_window_seconds": 900,
+        **FAST_HASHING,
+        **overrides,
+    }
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+def _admin_dsn() -> str:
+    assert POSTGRES_URL is not None
+    url = make_url(POSTGRES_URL).set(drivername="postgresql", database="postgres")
+    return url.render_as_string(hide_password=False)
+
+
+def _postgres_url(database: str) -> str:
+    assert POSTGRES_URL is not None
+    url = make_url(POSTGRES_URL).set(drivername="postgresql+asyncpg", database=database)
+    return url.render_as_string(hide_password=False)
+
+
+async def _admin_execute(*statements: str) -> None:
+    connection = await asyncpg.connect(_admin_dsn())
+    try:
+        for statement in statements:
+            await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("template") / "template.db"
+    upgrade(f"sqlite+aiosqlite:///{path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def postgres_template() -> Iterator[str]:
+    assert POSTGRES_URL is not None
+    base = make_url(POSTGRES_URL).database or "storefront_test"
+    name = f"{base}_tmpl_{os.getpid()}"
+    asyncio.run(
+        _admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', f'CREATE DATABASE "{name}"')
+    )
+    upgrade(_postgres_url(name))
+    yield name
+    asyncio.run(_admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+def database_template(backend: str, request: pytest.FixtureRequest) -> str:
+    """The migrated template of this backend (resolved outside any event loop)."""
+    if backend == "sqlite":
+        return str(request.getfixturevalue("sqlite_template"))
+    return str(request.getfixturevalue("postgres_template"))
+
+
+@pytest.fixture
+async def database_url(backend: str, database_template: str, tmp_path: Path) -> AsyncIterator[str]:
+    """The URL of a new database with the newest schema and no rows."""
+    if backend == "sqlite":
+        path = tmp_path / "app.db"
+        shutil.copyfile(database_template, path)
+        yield f"sqlite+aiosqlite:///{path}"
+        return
+    name = f"{database_template}_{uuid.uuid4().hex[:12]}"
+    await _admin_execute(f'CREATE DATABASE "{name}" TEMPLATE "{database_template}"')
+    try:
+        yield _postgres_url(name)
+    finally:
+        await _admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    return make_settings(database_url, tmp_path / "data")
+
+
+@pytest.fixture
+async def app(settings: Settings) -> AsyncIterator[FastAPI]:
+    application = create_app(settings)
+    yield application
+    await application.state.database.dispose()
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        yield client
+
+
+@pytest.fixture
+def db(app: FastAPI) -> DatabaseProbe:
+    return DatabaseProbe(app.state.database)
+
+
+@pytest.fixture
+async def user(client: httpx.AsyncClient) -> Account:
+    return await create_account(client, "alice")
+
+
+@pytest.fixture
+async def other_user(client: httpx.AsyncClient) -> Account:
+    return await create_account(client, "bob")
+
+
+@pytest.fixture
+async def admin(client: httpx.AsyncClient, app: FastAPI) -> Account:
+    return await create_admin(client, app, "root")
