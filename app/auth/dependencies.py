@@ -7,7 +7,7 @@ from app.auth.service import AuthService
 from app.core.context import user_id_var
 from app.core.database import SessionDep
 from app.core.dependencies import PasswordHasherDep, SettingsDep, TokenCodecDep
-from app.core.exceptions import NotAuthenticated, PermissionDenied
+from app.core.exceptions import NotAuthenticated
 from app.users.models import User
 
 TOKEN_URL = "/api/v1/auth/token"  # noqa: S105  (a path, not a secret)
@@ -40,12 +40,3 @@ async def get_current_user(
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]
-
-
-async def get_admin(user: CurrentUser) -> User:
-    if not user.is_admin:
-        raise PermissionDenied("Only an admin may do this.")
-    return user
-
-
-AdminUser = Annotated[User, Depends(get_admin)]

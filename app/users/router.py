@@ -2,7 +2,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, BackgroundTasks, Depends, Request, Response, status
 
-from app.auth.dependencies import AdminUser, CurrentUser
+from app.auth.dependencies import CurrentUser
 from app.core.database import SessionDep
 from app.core.dependencies import PasswordHasherDep
 from app.core.notifications import Mailer, send_welcome
@@ -101,8 +101,8 @@ async def delete_me(user: CurrentUser, users: UserServiceDep) -> None:
 
 
 @router.get("", summary="List users (admin)", responses=problem_responses(*_ADMIN))
-async def list_users(_: AdminUser, users: UserServiceDep, page: PageParams) -> UserPage:
-    items, total = await users.list(limit=page.limit, offset=page.offset)
+async def list_users(actor: CurrentUser, users: UserServiceDep, page: PageParams) -> UserPage:
+    items, total = await users.list(actor, limit=page.limit, offset=page.offset)
     return UserPage(
         items=[UserRead.model_validate(u) for u in items],
         total=total,
@@ -112,8 +112,8 @@ async def list_users(_: AdminUser, users: UserServiceDep, page: PageParams) -> U
 
 
 @router.get("/{user_id}", summary="Read a user (admin)", responses=problem_responses(*_ADMIN, 404))
-async def get_user(user_id: IdPath, _: AdminUser, users: UserServiceDep) -> UserRead:
-    return UserRead.model_validate(await users.get(user_id))
+async def get_user(user_id: IdPath, actor: CurrentUser, users: UserServiceDep) -> UserRead:
+    return UserRead.model_validate(await users.get(actor, user_id))
 
 
 @router.patch(
@@ -123,9 +123,9 @@ async def get_user(user_id: IdPath, _: AdminUser, users: UserServiceDep) -> User
     responses=problem_responses(*_ADMIN, 404, 409),
 )
 async def update_user(
-    user_id: IdPath, data: UserAdminUpdate, _: AdminUser, users: UserServiceDep
+    user_id: IdPath, data: UserAdminUpdate, actor: CurrentUser, users: UserServiceDep
 ) -> UserRead:
-    return UserRead.model_validate(await users.update_by_id(user_id, data))
+    return UserRead.model_validate(await users.update_by_id(actor, user_id, data))
 
 
 @router.delete(
@@ -134,5 +134,5 @@ async def update_user(
     summary="Delete a user and their products (admin)",
     responses=problem_responses(*_ADMIN, 404),
 )
-async def delete_user(user_id: IdPath, _: AdminUser, users: UserServiceDep) -> None:
-    await users.delete_by_id(user_id)
+async def delete_user(user_id: IdPath, actor: CurrentUser, users: UserServiceDep) -> None:
+    await users.delete_by_id(actor, user_id)

@@ -35,13 +35,21 @@ class UserService:
         except DuplicateValue as duplicate:
             raise _taken(duplicate) from duplicate
 
-    async def get(self, user_id: int) -> User:
+    async def get(self, actor: User, user_id: int) -> User:
+        """Any user, for an admin.
+
+        Checked in the contract's order: existence (404), then permission
+        (403). The admin check is here, not in a route dependency, because a
+        dependency would answer 403 before the request had been validated.
+        """
         user = await self._users.get(user_id)
         if user is None:
             raise NotFound(f"User {user_id} does not exist.")
+        _require_admin(actor)
         return user
 
-    async def list(self, *, limit: int, offset: int) -> tuple[Sequence[User], int]:
+    async def list(self, actor: User, *, limit: int, offset: int) -> tuple[Sequence[User], int]:
+        _require_admin(actor)
         return await self._users.list(limit=limit, offset=offset)
 
     async def update(self, user: User, data: UserUpdate) -> User:
@@ -53,8 +61,8 @@ class UserService:
         except DuplicateValue as duplicate:
             raise _taken(duplicate) from duplicate
 
-    async def update_by_id(self, user_id: int, data: UserAdminUpdate) -> User:
-        return await self.update(await self.get(user_id), data)
+    async def update_by_id(self, actor: User, user_id: int, data: UserAdminUpdate) -> User:
+        return await self.update(await self.get(actor, user_id), data)
 
     async def change_password(self, user: User, current: str, new: str) -> None:
         """Every token issued before the change stops working, access and refresh alike."""
@@ -69,8 +77,8 @@ class UserService:
         """Deletes the account; its products and logins go with it (ON DELETE CASCADE)."""
         await self._users.delete(user)
 
-    async def delete_by_id(self, user_id: int) -> None:
-        await self.delete(await self.get(user_id))
+    async def delete_by_id(self, actor: User, user_id: int) -> None:
+        await self.delete(await self.get(actor, user_id))
 
     async def ensure_admin(self, username: str, email: str, password: str) -> bool:
         """Creates the first admin unless a user with that name or email exists; True if created."""
@@ -89,6 +97,11 @@ class UserService:
         # refuses them all at once, even ones issued this very second.
         user.token_version += 1
         await self._refresh_tokens.revoke_families_of(user.id, utc_now())
+
+
+def _require_admin(actor: User) -> None:
+    if not actor.is_admin:
+        raise PermissionDenied("Only an admin may do this.")
 
 
 def _taken(duplicate: DuplicateValue) -> Conflict:
