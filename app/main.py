@@ -1,5 +1,9 @@
 """The application factory: routers, middleware, error handlers and docs."""
 
+import asyncio
+import json
+import logging
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -22,13 +26,17 @@ from app.core.middleware import (
 from app.core.migrations import head_revision
 from app.core.notifications import Mailer
 from app.core.problems import PROBLEM_MEDIA_TYPE, install_problem_handlers
+from app.core.routing import OAuth2FormRoute
 from app.core.security import PasswordHasher, TokenCodec
 from app.docs import install_docs
 from app.health.router import router as health_router
 from app.products.router import router as products_router
 from app.users.router import router as users_router
 
+logger = logging.getLogger("app")
+
 API_PREFIX = "/api/v1"
+APP_LOAD_ERROR = 4  # gunicorn.arbiter.Arbiter.APP_LOAD_ERROR
 OPENAPI_URL = "/openapi.json"
 
 DESCRIPTION = """
@@ -59,6 +67,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        loop = type(asyncio.get_running_loop())
+        logger.info("serving", extra={"event_loop": f"{loop.__module__}.{loop.__qualname__}"})
         yield
         await database.dispose()
 
@@ -123,12 +133,27 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
             routes=app.routes,
             tags=app.openapi_tags,
         )
-        for operations in schema["paths"].values():
-            for operation in operations.values():
+        # FastAPI declares a 422 for every route with inputs; the token
+        # endpoint answers a bad form with RFC 6749's 400 instead.
+        form_operations = {
+            (context.path_format, method.lower())
+            for context in iter_route_contexts(app.routes)
+            if isinstance(context.original_route, OAuth2FormRoute)
+            for method in context.methods or ()
+        }
+        for path, operations in schema["paths"].items():
+            for method, operation in operations.items():
+                if (path, method) in form_operations:
+                    operation.get("responses", {}).pop("422", None)
                 for code, response in operation.get("responses", {}).items():
                     content = response.get("content", {})
                     if code.isdigit() and int(code) >= 400 and "application/json" in content:
                         content[PROBLEM_MEDIA_TYPE] = content.pop("application/json")
+        schemas = schema.get("components", {}).get("schemas", {})
+        if "#/components/schemas/HTTPValidationError" not in json.dumps(schema["paths"]):
+            # FastAPI's own 422 body, which this service never sends.
+            schemas.pop("HTTPValidationError", None)
+            schemas.pop("ValidationError", None)
         app.openapi_schema = schema
     return app.openapi_schema
 
@@ -141,8 +166,11 @@ def __getattr__(name: str) -> FastAPI:
     try:
         settings = get_settings()
     except ValidationError as error:
-        # One line on stderr, and the worker refuses to boot.
-        raise SystemExit(describe_settings_error(error)) from None
+        # One line on stderr, and the worker refuses to boot with Gunicorn's
+        # "app failed to load" status, on which the arbiter stops instead of
+        # restarting workers that can never boot.
+        sys.stderr.write(describe_settings_error(error) + "\n")
+        raise SystemExit(APP_LOAD_ERROR) from None
     configure_logging(settings)
     application = create_app(settings)
     globals()["app"] = application

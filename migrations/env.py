@@ -5,7 +5,7 @@ from logging.config import fileConfig
 from pathlib import Path
 
 from alembic import context
-from sqlalchemy import pool
+from sqlalchemy import event, pool
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -13,6 +13,7 @@ import app.auth.models
 import app.products.models
 import app.users.models  # noqa: F401  (registers the tables on Base.metadata)
 from app.core.config import get_settings
+from app.core.database import prepare_sqlite_connection
 from app.core.models import Base
 
 config = context.config
@@ -44,6 +45,8 @@ async def _run_online() -> None:
     if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
         Path(url.database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_async_engine(url, poolclass=pool.NullPool)
+    if url.get_backend_name() == "sqlite":
+        event.listen(engine.sync_engine, "connect", lambda conn, _: prepare_sqlite_connection(conn))
     async with engine.connect() as connection:
         await connection.run_sync(_run)
     await engine.dispose()

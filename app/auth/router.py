@@ -45,9 +45,12 @@ async def issue_token(
     auth: AuthServiceDep,
     response: Response,
     username: Annotated[
-        SingleLine, Form(min_length=1, max_length=320, description="Username or email.")
+        SingleLine,
+        Form(min_length=1, max_length=320, description="Username or email.", examples=["alice"]),
     ],
-    password: Annotated[SingleLine, Form(min_length=1, max_length=1024)],
+    password: Annotated[
+        SingleLine, Form(min_length=1, max_length=1024, examples=["correct horse battery"])
+    ],
     grant_type: Annotated[str | None, Form(description="`password` when sent.")] = None,
     scope: Annotated[str, Form(description="Ignored: there are no scopes.")] = "",
 ) -> TokenPairRead:

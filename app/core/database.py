@@ -52,8 +52,8 @@ def _create_sqlite_engine(url: str, options: dict[str, Any]) -> AsyncEngine:
         # Take transaction control away from the driver so that "begin" below
         # decides how each transaction starts.
         dbapi_connection.isolation_level = None
+        prepare_sqlite_connection(dbapi_connection)
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA foreign_keys = ON")
         cursor.execute("PRAGMA journal_mode = WAL")
         cursor.execute("PRAGMA synchronous = NORMAL")
         cursor.execute("PRAGMA busy_timeout = 15000")
@@ -67,6 +67,24 @@ def _create_sqlite_engine(url: str, options: dict[str, Any]) -> AsyncEngine:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+def _unicode_lower(value: object) -> object:
+    return value.lower() if isinstance(value, str) else value
+
+
+def prepare_sqlite_connection(dbapi_connection: Any) -> None:
+    """What every SQLite connection needs, the application's and the migrations' alike.
+
+    SQLite's own lower() folds ASCII only; the unique indexes on
+    lower(username) and lower(email), and every lookup through them, must
+    fold "É" to "é" as PostgreSQL does. The replacement is registered
+    deterministic, as an expression index requires.
+    """
+    dbapi_connection.create_function("lower", 1, _unicode_lower, deterministic=True)
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys = ON")
+    cursor.close()
 
 
 class Database:

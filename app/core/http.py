@@ -36,7 +36,10 @@ def _parse(header: str) -> _EntityTags | None:
 
 
 def _versions(tags: frozenset[str]) -> frozenset[int]:
-    return frozenset(int(t) for t in tags if t.isascii() and t.isdigit() and len(t) <= 19)
+    # Entity tags compare character by character: `"02"` is not the tag `"2"`.
+    return frozenset(
+        int(t) for t in tags if t.isascii() and t.isdigit() and len(t) <= 19 and str(int(t)) == t
+    )
 
 
 def if_match(header: str | None) -> VersionMatch | None:

@@ -29,6 +29,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
+            "pid": record.process,
         }
         for key, value in vars(record).items():
             if key not in _STANDARD_ATTRS and value is not None:
@@ -58,3 +59,6 @@ def configure_logging(settings: Settings) -> None:
     for name in ("uvicorn", "uvicorn.error", "gunicorn.error"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
+    # At DEBUG, aiosqlite logs every statement with its parameters, password
+    # hashes among them; no log line may show a hash, whatever the level.
+    logging.getLogger("aiosqlite").setLevel(max(logging.INFO, root.level))

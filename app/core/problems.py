@@ -1,6 +1,7 @@
 """RFC 9457 problem details: the one place where every error becomes a response."""
 
 import logging
+import sqlite3
 from collections.abc import Mapping, Sequence
 from http import HTTPStatus
 from typing import Any
@@ -11,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
+from starlette.routing import Match, Mount
 from starlette.types import Receive, Scope, Send
 
 from app.core import exceptions as exc
@@ -42,6 +44,12 @@ DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (
     sqlalchemy.exc.TimeoutError,
     OSError,  # asyncpg raises ConnectionRefusedError and TimeoutError unwrapped
 )
+# SQLite reports a mistake in a statement ("no such column") with the same
+# OperationalError as a file it cannot use; only these primary result codes
+# (BUSY, LOCKED, IOERR, FULL, CANTOPEN) mean the database is unavailable.
+_SQLITE_UNAVAILABLE_CODES = frozenset({5, 6, 10, 13, 14})
+
+_PROBED_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 
 
 class Problem(BaseModel):
@@ -150,14 +158,34 @@ def _describe_http_error(error: HTTPException, request: Request) -> str:
     return str(error.detail)
 
 
+def _allowed_methods(request: Request) -> str | None:
+    """Every method served at the request's path.
+
+    Starlette's 405 names only the methods of the first route whose path
+    matched, and `/api/v1/users/me` has one route per method.
+    """
+    routes = [route for route in request.app.router.routes if not isinstance(route, Mount)]
+    allowed = []
+    for method in _PROBED_METHODS:
+        scope = {**request.scope, "method": method}
+        if any(route.matches(scope)[0] == Match.FULL for route in routes):
+            allowed.append(method)
+    return ", ".join(allowed) or None
+
+
 async def _on_http_error(request: Request, error: Exception) -> JSONResponse:
     if not isinstance(error, HTTPException):
         raise TypeError(error)
+    headers = dict(error.headers or {})
+    if error.status_code == 405:
+        allowed = _allowed_methods(request)
+        if allowed is not None:
+            headers["Allow"] = allowed
     return problem_response(
         error.status_code,
         _describe_http_error(error, request),
         request.url.path,
-        headers=error.headers,
+        headers=headers,
     )
 
 
@@ -186,7 +214,17 @@ async def _on_integrity_error(request: Request, error: Exception) -> JSONRespons
     )
 
 
+def _is_unavailability(error: Exception) -> bool:
+    cause = getattr(error, "orig", None)
+    if isinstance(cause, sqlite3.Error):
+        code = getattr(cause, "sqlite_errorcode", None)
+        return code is None or code & 0xFF in _SQLITE_UNAVAILABLE_CODES
+    return True
+
+
 async def _on_database_unavailable(request: Request, error: Exception) -> JSONResponse:
+    if not _is_unavailability(error):
+        raise error  # a bug, not an outage: the last-resort handler logs it and answers 500
     logger.error("database unavailable: %s", type(error).__name__)
     return problem_response(
         503,

@@ -47,8 +47,10 @@ def _to_cents(value: Decimal) -> Decimal:
 # a JSON number out.
 Money = Annotated[
     Decimal,
-    BeforeValidator(_numeric_string),
+    # Ahead of the BeforeValidator, so the bounds land on the decimal schema
+    # itself and the JSON schema says `minimum` / `maximum`, not `ge` / `le`.
     Field(ge=0, le=MAX_AMOUNT, decimal_places=2, allow_inf_nan=False),
+    BeforeValidator(_numeric_string),
     AfterValidator(_to_cents),
     PlainSerializer(float, return_type=float, when_used="json"),
 ]

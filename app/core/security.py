@@ -20,6 +20,8 @@ TokenType = Literal["access", "refresh"]
 # RFC 8725 section 3.11: explicit typing, so one kind can never pass for the other.
 _HEADER_TYPES: dict[TokenType, str] = {"access": "at+jwt", "refresh": "rt+jwt"}
 _REQUIRED_CLAIMS = ("exp", "iat", "sub", "jti", "iss", "aud")
+# 9999-12-31T23:59:59Z: a later `exp` cannot be a datetime, on any platform.
+_MAX_TIMESTAMP = 253_402_300_799
 
 
 class PasswordHasher:
@@ -137,6 +139,9 @@ class TokenCodec:
         Any way a token can be wrong ends in the same NotAuthenticated: the
         caller learns nothing about which check failed.
         """
+        # python-jose turns `require_exp` into `verify_exp`, so when an expired
+        # token is acceptable the presence of `exp` is checked in _claims_from.
+        required = [c for c in _REQUIRED_CLAIMS if not (allow_expired and c == "exp")]
         try:
             header = jwt.get_unverified_header(token)
             if header.get("typ") != _HEADER_TYPES[token_type]:
@@ -149,7 +154,7 @@ class TokenCodec:
                 issuer=self._issuer,
                 options={
                     "verify_exp": not allow_expired,
-                    **{f"require_{claim}": True for claim in _REQUIRED_CLAIMS},
+                    **{f"require_{claim}": True for claim in required},
                 },
             )
             return _claims_from(payload, token_type)
@@ -161,7 +166,7 @@ def _claims_from(payload: dict[str, Any], token_type: TokenType) -> TokenClaims:
     if payload.get("type") != token_type:
         raise NotAuthenticated("The token is not valid.")
     subject, version, jti = payload["sub"], payload.get("ver"), payload["jti"]
-    family = payload.get("fam")
+    family, expires = payload.get("fam"), payload["exp"]
     if not (isinstance(subject, str) and subject.isascii() and subject.isdigit()):
         raise ValueError("sub is not a user id")
     if not 0 < int(subject) <= MAX_ID:
@@ -170,6 +175,10 @@ def _claims_from(payload: dict[str, Any], token_type: TokenType) -> TokenClaims:
         raise ValueError("ver is not an integer")
     if not isinstance(jti, str):
         raise ValueError("jti is not a string")
+    if not isinstance(expires, int) or isinstance(expires, bool):
+        raise ValueError("exp is not an integer")
+    if not 0 <= expires <= _MAX_TIMESTAMP:
+        raise ValueError("exp is out of range")
     needs_family = token_type == "refresh"  # noqa: S105  (a token kind, not a secret)
     if needs_family and not isinstance(family, str):
         raise ValueError("a refresh token needs its family")
@@ -178,5 +187,5 @@ def _claims_from(payload: dict[str, Any], token_type: TokenType) -> TokenClaims:
         token_version=version,
         jti=jti,
         family_id=family if isinstance(family, str) else None,
-        expires_at=datetime.fromtimestamp(payload["exp"], UTC),
+        expires_at=datetime.fromtimestamp(expires, UTC),
     )

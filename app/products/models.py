@@ -10,7 +10,10 @@ Amount = Numeric(12, 2)
 
 class Product(TimestampMixin, Base):
     __tablename__ = "products"
-    __table_args__ = (Index("uq_products_sku", "sku", unique=True),)
+    __table_args__ = (
+        Index("uq_products_sku", "sku", unique=True),
+        {"sqlite_autoincrement": True},
+    )
 
     id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
     name: Mapped[str] = mapped_column(String(200))

@@ -3,8 +3,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from app.core.models import MAX_ID
-from app.core.params import PageQuery
+from app.core.params import PageQuery, PositiveId
 from app.core.schemas import InputModel, Money, MultiLine, Page, SingleLine
 
 Name = Annotated[SingleLine, Field(min_length=1, max_length=200, examples=["Espresso cup"])]
@@ -86,7 +85,7 @@ class ProductQuery(PageQuery):
     )
     min_price: Money | None = None
     max_price: Money | None = None
-    owner_id: Annotated[int, Field(gt=0, le=MAX_ID)] | None = None
+    owner_id: PositiveId | None = None
     sort: SortKey = Field(
         default="id", description="A field, with a leading `-` for descending; ties go by id."
     )

@@ -18,6 +18,9 @@ class User(TimestampMixin, Base):
         # concurrent registrations of "Alice" and "alice" cannot both win.
         Index("uq_users_username_lower", func.lower(text("username")), unique=True),
         Index("uq_users_email_lower", func.lower(text("email")), unique=True),
+        # Ids are never reused (PostgreSQL sequences never do): a deleted
+        # user's token must not name whoever registers next.
+        {"sqlite_autoincrement": True},
     )
 
     id: Mapped[int] = mapped_column(BigIntId, primary_key=True)

@@ -21,9 +21,11 @@ class UserRepository:
         """The user whose username or email is `name`, ignoring case.
 
         Usernames cannot contain "@" and emails always do, so at most one
-        user matches.
+        user matches. The database folds both sides, as its unique indexes
+        do: SQLite's lower() leaves non-ASCII letters alone, and folding the
+        name in Python would then miss an email like "Ünï@example.com".
         """
-        folded = name.lower()
+        folded = func.lower(name)
         statement = select(User).where(
             or_(func.lower(User.username) == folded, func.lower(User.email) == folded)
         )

@@ -35,6 +35,9 @@ def upgrade() -> None:
         sa.Column("updated_at", TIMESTAMP, nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_users"),
         sa.CheckConstraint("role IN ('user', 'admin')", name="ck_users_role"),
+        # Without AUTOINCREMENT SQLite hands a deleted row's id to the next
+        # insert, and a deleted user's token would name the new user.
+        sqlite_autoincrement=True,
     )
     # Unique without regard to case: the database settles registration races.
     op.create_index("uq_users_username_lower", "users", [sa.text("lower(username)")], unique=True)
@@ -56,6 +59,7 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(
             ["owner_id"], ["users.id"], name="fk_products_owner_id_users", ondelete="CASCADE"
         ),
+        sqlite_autoincrement=True,  # ids are never reused: a URL keeps naming one product
     )
     op.create_index("ix_products_owner_id", "products", ["owner_id"])
     op.create_index("uq_products_sku", "products", ["sku"], unique=True)
