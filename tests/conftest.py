@@ -87,7 +87,9 @@ def postgres_template() -> Iterator[str]:
     base = make_url(POSTGRES_URL).database or "storefront_test"
     name = f"{base}_tmpl_{os.getpid()}"
     asyncio.run(
-        _admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', f'CREATE DATABASE "{name}"')
+        _admin_execute(
+            f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', f'CREATE DATABASE "{name}"'
+        )
     )
     upgrade(_postgres_url(name))
     yield name

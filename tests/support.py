@@ -95,18 +95,20 @@ async def create_admin(
     )
 
 
-def assert_problem(response: httpx.Response, status: int, detail: str | None = None) -> dict[str, Any]:
+def assert_problem(
+    response: httpx.Response, status: int, detail: str | None = None
+) -> dict[str, Any]:
     """Checks an RFC 9457 problem response and returns its body."""
     assert response.status_code == status, response.text
     assert response.headers["content-type"] == "application/problem+json"
     body: dict[str, Any] = response.json()
     assert body["type"] == "about:blank"
     assert body["status"] == status
-    assert isinstance(body["title"], str) and body["title"]
-    assert isinstance(body["detail"], str) and body["detail"]
-    assert body["instance"] == response.request.url.path.rstrip("/") or body["instance"] == (
-        response.request.url.path
-    )
+    assert isinstance(body["title"], str)
+    assert body["title"]
+    assert isinstance(body["detail"], str)
+    assert body["detail"]
+    assert body["instance"] in {response.request.url.path, response.request.url.path.rstrip("/")}
     assert body["request_id"] == response.headers["x-request-id"]
     if detail is not None:
         assert detail in body["detail"], body["detail"]

@@ -1,0 +1,205 @@
+"""API.md "Errors" and "Operations": an unreachable database is a 503 problem, never a hang.
+
+Every route that needs the database answers 503 with `Retry-After`
+(refused connections, a server that never answers, a SQLite file that
+cannot be opened); `/health/live` stays 200 and `/health/ready` is 503; a
+service started while the database is down serves as soon as it is back.
+The tests bound every request with a generous deadline so a hang fails
+rather than stalls; they assert no timings.
+"""
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from jose import jwt
+from sqlalchemy.engine import make_url
+
+from app.main import create_app
+from tests.conftest import TEST_SECRET_KEY, make_settings
+from tests.core.conftest import LogLines
+from tests.support import assert_problem
+from tests.tcp_proxy import TcpProxy
+
+# Far above the contract's 5 seconds: only a hang trips it.
+DEADLINE_SECONDS = 30
+FAST_FAILURE = {"db_connect_timeout": 1.0, "db_command_timeout": 1.0, "db_pool_timeout": 1.0}
+
+ClientFor = Callable[[str], Awaitable[httpx.AsyncClient]]
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+@pytest.fixture
+async def client_for(tmp_path: Path) -> AsyncIterator[ClientFor]:
+    """A client for an app on the given database URL (which need not answer)."""
+    apps = []
+    clients: list[httpx.AsyncClient] = []
+
+    async def build(url: str) -> httpx.AsyncClient:
+        app = create_app(make_settings(url, tmp_path / "data", **FAST_FAILURE))
+        apps.append(app)
+        client = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://testserver"
+        )
+        clients.append(client)
+        return client
+
+    yield build
+    for client in clients:
+        await client.aclose()
+    for app in apps:
+        await app.state.database.dispose()
+
+
+def _token(token_type: str, user_id: int = 1) -> str:
+    """A well-formed, correctly signed token: checking it needs the database."""
+    claims = {
+        "iss": "storefront-api",
+        "aud": "storefront-api",
+        "sub": str(user_id),
+        "iat": 1_700_000_000,
+        "exp": 4_000_000_000,
+        "jti": "0" * 32,
+        "type": token_type,
+        "ver": 1,
+        "fam": "f" * 32,
+    }
+    header_type = "at+jwt" if token_type == "access" else "rt+jwt"
+    return jwt.encode(claims, TEST_SECRET_KEY, algorithm="HS256", headers={"typ": header_type})
+
+
+def _requests_needing_the_database() -> list[tuple[str, str, dict[str, Any]]]:
+    bearer = {"Authorization": f"Bearer {_token('access')}"}
+    return [
+        ("GET", "/api/v1/products", {}),
+        ("GET", "/api/v1/products/1", {}),
+        (
+            "POST",
+            "/api/v1/users",
+            {
+                "json": {
+                    "username": "quinn",
+                    "email": "quinn@example.com",
+                    "password": "correct horse",
+                }
+            },
+        ),
+        ("POST", "/api/v1/auth/token", {"data": {"username": "quinn", "password": "x" * 10}}),
+        ("POST", "/api/v1/auth/refresh", {"json": {"refresh_token": _token("refresh")}}),
+        ("POST", "/api/v1/auth/logout", {"json": {"refresh_token": _token("refresh")}}),
+        ("GET", "/api/v1/users/me", {"headers": bearer}),
+        ("POST", "/api/v1/products", {"json": {"name": "Cup", "price": 1}, "headers": bearer}),
+    ]
+
+
+async def _assert_unavailable(client: httpx.AsyncClient) -> None:
+    for method, path, options in _requests_needing_the_database():
+        async with asyncio.timeout(DEADLINE_SECONDS):
+            response = await client.request(method, path, **options)
+        body = assert_problem(response, 503)
+        assert int(response.headers["retry-after"]) > 0, path
+        assert "database" in body["detail"].lower()
+    async with asyncio.timeout(DEADLINE_SECONDS):
+        ready = await client.get("/health/ready")
+    assert_problem(ready, 503)
+    assert int(ready.headers["retry-after"]) > 0
+    live = await client.get("/health/live")
+    assert live.status_code == 200
+    assert live.json() == {"status": "ok"}
+
+
+async def test_a_refused_connection_gives_503_on_every_database_route(
+    client_for: ClientFor,
+) -> None:
+    client = await client_for(f"postgresql+asyncpg://postgres@127.0.0.1:{_closed_port()}/x")
+    await _assert_unavailable(client)
+
+
+async def test_the_503_reveals_no_connection_details(
+    client_for: ClientFor, service_log: LogLines
+) -> None:
+    port = _closed_port()
+    client = await client_for(f"postgresql+asyncpg://dbuser:hunter2@127.0.0.1:{port}/shopdb")
+    response = await client.get("/api/v1/products", headers={"X-Request-ID": "outage-1"})
+    assert_problem(response, 503)
+    for secret in ("hunter2", "dbuser", "shopdb", str(port), "Errno", "refused"):
+        assert secret not in response.text
+    # The log says what happened, for this request, without the password.
+    lines = service_log.with_request_id("outage-1")
+    assert any(line["logger"] == "app.errors" for line in lines)
+    assert "hunter2" not in service_log.text
+
+
+async def test_a_server_that_never_answers_gives_503_not_a_hang(client_for: ClientFor) -> None:
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def swallow(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)  # keeps the connection open and says nothing
+
+    server = await asyncio.start_server(swallow, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        client = await client_for(f"postgresql+asyncpg://postgres@127.0.0.1:{port}/x")
+        async with asyncio.timeout(DEADLINE_SECONDS):
+            response = await client.get("/api/v1/products")
+        assert_problem(response, 503)
+        assert int(response.headers["retry-after"]) > 0
+        async with asyncio.timeout(DEADLINE_SECONDS):
+            ready = await client.get("/health/ready")
+        assert_problem(ready, 503)
+        assert accepted  # the service did try, and gave up by itself
+    finally:
+        for writer in accepted:
+            writer.transport.abort()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_a_sqlite_file_that_cannot_be_opened_gives_503(
+    client_for: ClientFor, tmp_path: Path
+) -> None:
+    # A directory where the database file should be: SQLite cannot open it.
+    directory = tmp_path / "not-a-file.db"
+    directory.mkdir()
+    client = await client_for(f"sqlite+aiosqlite:///{directory}")
+    await _assert_unavailable(client)
+
+
+async def test_a_service_started_while_the_database_is_down_serves_when_it_returns(
+    backend: str, database_url: str, client_for: ClientFor
+) -> None:
+    if backend != "postgresql":
+        pytest.skip("needs a database server to take away")
+    target = make_url(database_url)
+    proxy = TcpProxy(target.host or "127.0.0.1", target.port or 5432)
+    await proxy.start()
+    await proxy.refuse()  # the port is known, nothing listens on it
+    try:
+        url = target.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+        client = await client_for(url)
+        async with asyncio.timeout(DEADLINE_SECONDS):
+            down = await client.get("/api/v1/products")
+        assert_problem(down, 503)
+
+        await proxy.restore()
+        async with asyncio.timeout(DEADLINE_SECONDS):
+            up = await client.get("/api/v1/products")
+        assert up.status_code == 200, up.text
+        assert (await client.get("/health/ready")).status_code == 200
+        registered = await client.post(
+            "/api/v1/users",
+            json={"username": "rita", "email": "rita@example.com", "password": "correct horse"},
+        )
+        assert registered.status_code == 201
+    finally:
+        await proxy.close()
