@@ -19,6 +19,10 @@ timeout = 60
 # On SIGTERM, requests in flight get this long to finish before workers are killed.
 graceful_timeout = int(os.environ.get("GRACEFUL_TIMEOUT", "30"))
 keepalive = 5
+# Gunicorn 27's control socket (for `gunicornc`) is not used here; it would
+# live in $HOME, which the container's user cannot write and which several
+# servers on one machine would share.
+control_socket_disable = True
 
 # The application writes one access line per request itself (with request id).
 accesslog = None
