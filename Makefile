@@ -31,8 +31,9 @@ run: install ## Migrate, then serve with Gunicorn on 127.0.0.1:$(PORT)
 	@echo
 	$(BIN)/gunicorn -c gunicorn.conf.py --bind 127.0.0.1:$(PORT) app.main:app
 
+# One pytest worker per CPU; PYTEST_ARGS="-n0 -k name" runs a single test in-process.
 test: install ## The whole suite: SQLite, and PostgreSQL too when TEST_DATABASE_URL is set
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n auto --dist worksteal $(PYTEST_ARGS)
 
 lint: install ## What CI checks besides the tests
 	$(BIN)/ruff check .
