@@ -20,6 +20,7 @@ from app.core.database import Database
 from app.core.logging import configure_logging
 from app.core.middleware import (
     BodySizeLimitMiddleware,
+    HeadMiddleware,
     RequestContextMiddleware,
     TrailingSlashMiddleware,
 )
@@ -101,6 +102,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     # Added innermost first: a request meets them in the reverse order.
     app.add_middleware(TrailingSlashMiddleware)
+    app.add_middleware(HeadMiddleware)
     app.add_middleware(BodySizeLimitMiddleware, limit=settings.max_body_bytes)
     if settings.cors_origins:
         app.add_middleware(

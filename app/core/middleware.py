@@ -140,6 +140,34 @@ class BodySizeLimitMiddleware:
         await self.app(scope, counting_receive, send)
 
 
+class HeadMiddleware:
+    """Answers HEAD as GET without the body, wherever GET is served (RFC 9110 section 9.3.2).
+
+    The route sees a GET on a copy of the scope; the server, which still
+    sees HEAD, is sent the GET's headers and an empty body.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_headers_only(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                message = {**message, "body": b""}
+            await send(message)
+
+        as_get = {**scope, "method": "GET"}
+        try:
+            await self.app(as_get, receive, send_headers_only)
+        finally:
+            if "route" in as_get:  # for the access line, which reads the outer scope
+                scope["route"] = as_get["route"]
+
+
 class TrailingSlashMiddleware:
     """Serves `/x/` exactly like `/x`, without a redirect."""
 

@@ -170,6 +170,8 @@ def _allowed_methods(request: Request) -> str | None:
         scope = {**request.scope, "method": method}
         if any(route.matches(scope)[0] == Match.FULL for route in routes):
             allowed.append(method)
+    if "GET" in allowed and "HEAD" not in allowed:
+        allowed.insert(allowed.index("GET") + 1, "HEAD")  # see HeadMiddleware
     return ", ".join(allowed) or None
 
 

@@ -6,6 +6,7 @@ from typing import Any
 from fastapi import Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException
 
 from app.core.exceptions import InvalidRequest
 from app.core.problems import Problem, ValidationProblem, validation_issues
@@ -72,6 +73,12 @@ class OAuth2FormRoute(ApiRoute):
                 raise InvalidRequest(
                     "The form is missing fields or has invalid ones: " + ", ".join(fields) + "."
                 ) from error
+            except HTTPException as error:
+                if error.status_code != 400:
+                    raise
+                # A body the form parser could not read at all (say, multipart
+                # without a boundary) is a malformed request too.
+                raise InvalidRequest(f"The form could not be read: {error.detail}") from error
 
         return handle
 

@@ -311,3 +311,15 @@ async def test_non_ascii_emails_are_unique_without_regard_to_case(
     duplicate = await register(client, "zoey", email="zoË.üNÏ@example.com")
 
     assert duplicate.status_code == 409, duplicate.text
+
+
+async def test_a_multipart_form_without_a_boundary_is_invalid_request(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await client.post(
+        "/api/v1/auth/token",
+        content=b"username=alice&password=x",
+        headers={"Content-Type": "multipart/form-data"},
+    )
+    body = assert_problem(response, 400)
+    assert body["error"] == "invalid_request"

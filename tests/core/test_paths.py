@@ -149,3 +149,32 @@ async def test_registration_path_is_the_same_with_or_without_slash(
         json={"username": "FRANK", "email": "other@example.com", "password": "correct horse"},
     )
     assert_problem(duplicate, 409)
+
+
+@pytest.mark.parametrize("path", ["/health/live", "/api/v1/products", "/docs"])
+async def test_head_is_answered_like_get_without_a_body(
+    client: httpx.AsyncClient, path: str
+) -> None:
+    get = await client.get(path)
+    head = await client.head(path)
+    assert head.status_code == get.status_code == 200
+    assert head.content == b""
+    assert head.headers["content-type"] == get.headers["content-type"]
+    assert head.headers["content-length"] == get.headers["content-length"]
+    assert head.headers["x-request-id"]
+
+
+async def test_head_on_a_product_carries_its_etag(client: httpx.AsyncClient, user: Account) -> None:
+    created = await client.post(
+        "/api/v1/products", json={"name": "Mug", "price": 4}, headers=user.headers
+    )
+    head = await client.head(created.headers["location"])
+    assert head.status_code == 200
+    assert head.headers["etag"] == '"1"'
+    assert head.content == b""
+
+
+async def test_allow_names_head_wherever_get_is_served(client: httpx.AsyncClient) -> None:
+    response = await client.put("/api/v1/products")
+    assert response.status_code == 405
+    assert [m.strip() for m in response.headers["allow"].split(",")] == ["GET", "HEAD", "POST"]

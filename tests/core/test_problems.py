@@ -60,20 +60,20 @@ async def test_wrong_method_is_a_405_problem_with_allow(client: httpx.AsyncClien
     body = assert_problem(response, 405)
     assert body["title"] == "Method Not Allowed"
     allowed = {method.strip() for method in response.headers["allow"].split(",")}
-    assert allowed == {"GET", "POST"}
+    assert allowed == {"GET", "HEAD", "POST"}
 
 
 async def test_allow_lists_every_method_of_the_path(client: httpx.AsyncClient) -> None:
     response = await client.put("/api/v1/users/me")
     assert_problem(response, 405)
     allowed = {method.strip() for method in response.headers["allow"].split(",")}
-    assert allowed == {"GET", "PATCH", "DELETE"}
+    assert allowed == {"GET", "HEAD", "PATCH", "DELETE"}
 
 
 async def test_wrong_method_on_health_is_a_405_problem(client: httpx.AsyncClient) -> None:
     response = await client.post("/health/live")
     assert_problem(response, 405)
-    assert response.headers["allow"] == "GET"
+    assert response.headers["allow"] == "GET, HEAD"
 
 
 @pytest.mark.parametrize(
