@@ -4,6 +4,21 @@ Flags given on the command line (`--bind`, `--workers`, ...) win over these.
 """
 
 import os
+import shutil
+import sys
+import tempfile
+
+from pydantic import ValidationError
+
+from app.core.config import Settings, describe_settings_error
+from app.core.logging import logging_config
+
+# Settings are checked here, in the master, before any worker starts: a bad
+# SECRET_KEY in production stops the server with one line saying why.
+try:
+    _settings = Settings()
+except ValidationError as error:
+    sys.exit(describe_settings_error(error))
 
 # 0.0.0.0 so a container publishes it; `make run` passes --bind 127.0.0.1:PORT.
 bind = os.environ.get("BIND", f"0.0.0.0:{os.environ.get('PORT', '8000')}")
@@ -24,10 +39,38 @@ keepalive = 5
 # servers on one machine would share.
 control_socket_disable = True
 
-# The application writes one access line per request itself (with request id).
+# Gunicorn's own lines go through the service's formatter (JSON outside
+# development); the application writes one access line per request itself.
+logconfig_dict = logging_config(_settings)
 accesslog = None
-errorlog = "-"
-loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+loglevel = _settings.log_level.lower()
 
 # Trust X-Forwarded-* only from the proxies named here (default: none).
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+
+# Prometheus metrics add up across workers: each worker writes its samples
+# into this directory (set before any worker imports prometheus_client), and
+# /metrics, whichever worker serves it, reads them all.
+_own_metrics_dir = "PROMETHEUS_MULTIPROC_DIR" not in os.environ
+metrics_dir = os.environ.setdefault(
+    "PROMETHEUS_MULTIPROC_DIR",
+    os.path.join(tempfile.gettempdir(), f"storefront-metrics-{os.getpid()}"),
+)
+
+
+def on_starting(server: object) -> None:
+    # Samples of an earlier run would be summed with this one's.
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    os.makedirs(metrics_dir, exist_ok=True)
+
+
+def child_exit(server: object, worker: object) -> None:
+    from prometheus_client import multiprocess
+
+    # A dead worker's gauges (requests in flight, pool use) no longer count.
+    multiprocess.mark_process_dead(worker.pid, metrics_dir)  # type: ignore[attr-defined]
+
+
+def on_exit(server: object) -> None:
+    if _own_metrics_dir:
+        shutil.rmtree(metrics_dir, ignore_errors=True)

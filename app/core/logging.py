@@ -2,7 +2,7 @@
 
 import json
 import logging
-import sys
+import logging.config
 from datetime import UTC, datetime
 from typing import Any
 
@@ -44,21 +44,43 @@ class TextFormatter(logging.Formatter):
         super().__init__("%(asctime)s %(levelname)-7s %(name)s [%(request_id)s] %(message)s")
 
 
+def logging_config(settings: Settings) -> dict[str, Any]:
+    """One logging setup (a dictConfig) for the workers and for Gunicorn's master.
+
+    Every line goes to stderr through one handler, as JSON or text, with the
+    request and user ids; the servers' own loggers propagate to it.
+    """
+    formatter = "json" if settings.effective_log_format == "json" else "text"
+    level = logging.getLevelName(settings.log_level)
+    propagate: dict[str, Any] = {"handlers": [], "propagate": True}
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "filters": {"context": {"()": ContextFilter}},
+        "formatters": {"json": {"()": JsonFormatter}, "text": {"()": TextFormatter}},
+        "handlers": {
+            "stderr": {
+                "class": "logging.StreamHandler",
+                "stream": "ext://sys.stderr",
+                "formatter": formatter,
+                "filters": ["context"],
+            }
+        },
+        "root": {"level": settings.log_level, "handlers": ["stderr"]},
+        "loggers": {
+            "gunicorn.error": propagate,
+            "gunicorn.access": propagate,
+            "uvicorn": propagate,
+            "uvicorn.error": propagate,
+            # The access line is ours (with request id, route and duration);
+            # uvicorn's own would repeat it without them.
+            "uvicorn.access": {**propagate, "level": "WARNING"},
+            # At DEBUG, aiosqlite logs every statement with its parameters,
+            # password hashes among them; no log line may show a hash.
+            "aiosqlite": {**propagate, "level": logging.getLevelName(max(logging.INFO, level))},
+        },
+    }
+
+
 def configure_logging(settings: Settings) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.addFilter(ContextFilter())
-    handler.setFormatter(
-        JsonFormatter() if settings.effective_log_format == "json" else TextFormatter()
-    )
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(settings.log_level)
-    # The access line is ours (with request id, route and duration); uvicorn's
-    # own would repeat it without them.
-    logging.getLogger("uvicorn.access").disabled = True
-    for name in ("uvicorn", "uvicorn.error", "gunicorn.error"):
-        logging.getLogger(name).handlers[:] = []
-        logging.getLogger(name).propagate = True
-    # At DEBUG, aiosqlite logs every statement with its parameters, password
-    # hashes among them; no log line may show a hash, whatever the level.
-    logging.getLogger("aiosqlite").setLevel(max(logging.INFO, root.level))
+    logging.config.dictConfig(logging_config(settings))
