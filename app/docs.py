@@ -1,5 +1,8 @@
 """Swagger UI and ReDoc, served with their assets from this service (no CDN)."""
 
+import base64
+import hashlib
+import re
 from importlib.resources import files
 from pathlib import Path
 
@@ -41,6 +44,18 @@ _REDOC_PAGE = """<!doctype html>
 </body>
 </html>
 """
+
+
+DOCS_PATHS = ("/docs", "/redoc", "/static/")
+
+
+def inline_script_hashes() -> list[str]:
+    """CSP hashes of the inline scripts the docs pages have (only the OAuth2 redirect page)."""
+    page = bytes(get_swagger_ui_oauth2_redirect_html().body).decode()
+    scripts = re.findall(r"<script[^>]*>(.*?)</script>", page, flags=re.DOTALL)
+    return [
+        "sha256-" + base64.b64encode(hashlib.sha256(s.encode()).digest()).decode() for s in scripts
+    ]
 
 
 def install_docs(app: FastAPI, openapi_url: str) -> None:

@@ -9,7 +9,6 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 from fastapi.routing import iter_route_contexts
 from pydantic import ValidationError
@@ -18,10 +17,13 @@ from app.auth.router import router as auth_router
 from app.core.config import Settings, describe_settings_error, get_settings
 from app.core.database import Database
 from app.core.logging import configure_logging
+from app.core.metrics import router as metrics_router
 from app.core.middleware import (
     BodySizeLimitMiddleware,
+    CORSProblemMiddleware,
     HeadMiddleware,
     RequestContextMiddleware,
+    SecurityHeadersMiddleware,
     TrailingSlashMiddleware,
 )
 from app.core.migrations import head_revision
@@ -29,7 +31,7 @@ from app.core.notifications import Mailer
 from app.core.problems import PROBLEM_MEDIA_TYPE, install_problem_handlers
 from app.core.routing import OAuth2FormRoute
 from app.core.security import PasswordHasher, TokenCodec
-from app.docs import install_docs
+from app.docs import DOCS_PATHS, inline_script_hashes, install_docs
 from app.health.router import router as health_router
 from app.products.router import router as products_router
 from app.users.router import router as users_router
@@ -96,6 +98,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (auth_router, users_router, products_router):
         app.include_router(router, prefix=API_PREFIX)
     app.include_router(health_router)
+    app.include_router(metrics_router)
     if settings.docs_enabled:
         install_docs(app, OPENAPI_URL)
         app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
@@ -106,7 +109,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodySizeLimitMiddleware, limit=settings.max_body_bytes)
     if settings.cors_origins:
         app.add_middleware(
-            CORSMiddleware,
+            CORSProblemMiddleware,
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
             allow_headers=[
@@ -122,6 +125,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # the app keeps every route alive, so the ids stay valid.
     templates = {id(c.original_route): c.path_format or "" for c in iter_route_contexts(app.routes)}
     app.add_middleware(RequestContextMiddleware, route_templates=templates)
+    app.add_middleware(
+        SecurityHeadersMiddleware, docs_paths=DOCS_PATHS, docs_script_hashes=inline_script_hashes()
+    )
     return app
 
 

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from app.core import metrics
 from app.core.config import Settings
 from app.core.exceptions import DomainError
 
@@ -23,14 +24,16 @@ def create_engine(settings: Settings) -> AsyncEngine:
     url = make_url(settings.sqlalchemy_url)
     # Parameters never appear in exception messages or logs: they hold hashes.
     options: dict[str, Any] = {"hide_parameters": True, "pool_pre_ping": True}
+    options |= {
+        "pool_size": settings.db_pool_size,
+        "max_overflow": settings.db_max_overflow,
+        "pool_timeout": settings.db_pool_timeout,
+    }
     if url.get_backend_name() == "sqlite":
         return _create_sqlite_engine(url.render_as_string(hide_password=False), options)
     return create_async_engine(
         url,
         **options,
-        pool_size=settings.db_pool_size,
-        max_overflow=settings.db_max_overflow,
-        pool_timeout=settings.db_pool_timeout,
         pool_recycle=1800,
         connect_args={
             "timeout": settings.db_connect_timeout,
@@ -93,6 +96,8 @@ class Database:
     def __init__(self, settings: Settings) -> None:
         self.engine = create_engine(settings)
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
+        self._capacity = settings.db_pool_size + settings.db_max_overflow
+        metrics.instrument_pool(self.engine, self._capacity)
 
     @property
     def dialect(self) -> str:
@@ -100,6 +105,7 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+        metrics.POOL_CAPACITY.dec(self._capacity)
 
 
 def get_database(request: Request) -> Database:

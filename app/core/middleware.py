@@ -4,14 +4,17 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException
+from starlette.middleware.cors import CORSMiddleware
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.core import metrics
 from app.core.context import request_id_var, user_id_var
-from app.core.problems import send_problem
+from app.core.problems import problem_response, send_problem
 
 access_logger = logging.getLogger("app.access")
 error_logger = logging.getLogger("app.errors")
@@ -53,6 +56,7 @@ class RequestContextMiddleware:
         started = time.perf_counter()
         status = 500
         response_started = False
+        metrics.IN_FLIGHT.inc()
 
         async def send_with_id(message: Message) -> None:
             nonlocal status, response_started
@@ -73,8 +77,11 @@ class RequestContextMiddleware:
                     scope, receive, send_with_id, 500, "An unexpected error occurred."
                 )
         finally:
-            elapsed_ms = (time.perf_counter() - started) * 1000
+            elapsed = time.perf_counter() - started
+            elapsed_ms = elapsed * 1000
             route = self.route_template(scope)
+            metrics.IN_FLIGHT.dec()
+            metrics.observe_request(scope["method"], route, status, elapsed)
             access_logger.info(
                 "%s %s %s %.1fms",
                 scope["method"],
@@ -90,6 +97,83 @@ class RequestContextMiddleware:
             )
             user_id_var.reset(user_token)
             request_id_var.reset(request_token)
+
+
+class CORSProblemMiddleware(CORSMiddleware):
+    """Starlette's CORS, with a refused preflight answered as a 403 problem.
+
+    Starlette answers it with a plain-text 400; here every error is
+    problem+json, and 400 belongs to the token endpoint alone.
+    """
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "OPTIONS":
+            await super().__call__(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        if "origin" not in headers or "access-control-request-method" not in headers:
+            await super().__call__(scope, receive, send)
+            return
+        response: Response = self.preflight_response(request_headers=headers)
+        if response.status_code == 400:
+            refused = bytes(response.body).decode()
+            response = problem_response(
+                403,
+                f"This cross-origin request is not allowed: {refused}.",
+                scope["path"],
+                headers={
+                    k: v for k, v in response.headers.items() if k.startswith("access-control-")
+                },
+            )
+        await response(scope, receive, send)
+
+
+class SecurityHeadersMiddleware:
+    """Headers every response carries, errors and docs pages included.
+
+    API responses are JSON that nothing should render or frame. The docs
+    pages load their scripts and styles from this service only: Swagger UI
+    and ReDoc style themselves inline and ReDoc runs a worker from a blob.
+    HSTS is sent only over HTTPS, where it means something.
+    """
+
+    API_POLICY = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'"
+    DOCS_POLICY = (
+        "default-src 'none'; script-src 'self'{scripts}; style-src 'self' 'unsafe-inline'; "
+        "img-src 'self' data:; font-src 'self' data:; connect-src 'self'; worker-src blob:; "
+        "frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+    )
+    HSTS = "max-age=31536000; includeSubDomains"
+
+    def __init__(
+        self, app: ASGIApp, docs_paths: Sequence[str], docs_script_hashes: Sequence[str] = ()
+    ) -> None:
+        self.app = app
+        self.docs_paths = tuple(docs_paths)
+        scripts = "".join(f" '{digest}'" for digest in docs_script_hashes)
+        self.docs_policy = self.DOCS_POLICY.format(scripts=scripts)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        is_docs = path.startswith(self.docs_paths)
+        policy = self.docs_policy if is_docs else self.API_POLICY
+        https = scope.get("scheme") == "https"
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                headers.setdefault("X-Content-Type-Options", "nosniff")
+                headers.setdefault("Referrer-Policy", "no-referrer")
+                headers.setdefault("X-Frame-Options", "DENY")
+                headers.setdefault("Content-Security-Policy", policy)
+                if https:
+                    headers.setdefault("Strict-Transport-Security", self.HSTS)
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
 
 
 class ContentTooLarge(HTTPException):
