@@ -9,7 +9,7 @@ from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 
 from app.core.exceptions import InvalidRequest
-from app.core.problems import Problem, ValidationProblem, validation_issues
+from app.core.problems import Problem, ValidationProblem, title_for, validation_issues
 
 Handler = Callable[[Request], Coroutine[Any, Any, Response]]
 
@@ -108,6 +108,39 @@ _HEADERS: dict[int, dict[str, Any]] = {
 }
 
 
+_EXAMPLE_DETAILS = {
+    401: "This route needs a bearer access token.",
+    403: "Only the product's owner or an admin may change it.",
+    404: "Product 999 does not exist.",
+    409: "That sku is already taken by another product.",
+    412: "If-Match does not match the current version (3).",
+    413: "The request body is larger than 1048576 bytes.",
+    422: "The request is not valid: see the error below.",
+    429: "Too many failed logins for this account; try again later.",
+    503: "The database is unavailable; try again shortly.",
+}
+
+
+def _example(status: int) -> dict[str, Any]:
+    example: dict[str, Any] = {
+        "type": "about:blank",
+        "title": title_for(status),
+        "status": status,
+        "detail": _EXAMPLE_DETAILS[status],
+        "instance": "/api/v1/products/999",
+        "request_id": "0f4c6b1e9a2d4e37b1c2d3e4f5a6b7c8",
+    }
+    if status == 422:
+        example["errors"] = [
+            {
+                "loc": ["body", "price"],
+                "msg": "Input should be a valid decimal",
+                "type": "decimal_parsing",
+            }
+        ]
+    return example
+
+
 def problem_responses(*statuses: int, **descriptions: str) -> dict[int | str, dict[str, Any]]:
     """OpenAPI entries for the error responses of a route (served as problem+json).
 
@@ -121,5 +154,7 @@ def problem_responses(*statuses: int, **descriptions: str) -> dict[int | str, di
         }
         if status in _HEADERS:
             entry["headers"] = _HEADERS[status]
+        # Under application/json here; the OpenAPI document moves it to problem+json.
+        entry["content"] = {"application/json": {"example": _example(status)}}
         responses[status] = entry
     return responses
