@@ -49,6 +49,18 @@ def _dockerfile_cmd() -> list[str]:
     raise AssertionError("the Dockerfile has no CMD")
 
 
+def _seconds(duration: str) -> float:
+    """`40s`, `1m30s`, as Compose writes durations."""
+    total, number = 0.0, ""
+    for char in duration:
+        if char.isdigit() or char == ".":
+            number += char
+        else:
+            total += float(number) * {"h": 3600, "m": 60, "s": 1}[char]
+            number = ""
+    return total
+
+
 def test_compose_file_is_valid(tmp_path: Path) -> None:
     shutil.copy(PROJECT_ROOT / "docker-compose.yml", tmp_path / "docker-compose.yml")
     shutil.copy(PROJECT_ROOT / ".env.example", tmp_path / ".env")
@@ -79,6 +91,8 @@ def test_the_stack_is_wired_as_documented(tmp_path: Path) -> None:
         "service_completed_successfully"
     )
     assert services["api"]["restart"] == "on-failure"
+    # Docker must not SIGKILL the API before Gunicorn's graceful timeout ends.
+    assert _seconds(services["api"]["stop_grace_period"]) > 30
     assert [p["target"] for p in services["api"]["ports"]] == [8000]
     assert services["migrate"]["command"] == ["python", "-m", "app", "migrate"]
     assert services["api"]["command"] == _dockerfile_cmd() == PRODUCTION_COMMAND
