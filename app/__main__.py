@@ -16,6 +16,7 @@ from app.core.logging import configure_logging
 from app.core.migrations import upgrade
 from app.core.models import utc_now
 from app.core.security import PasswordHasher
+from app.idempotency.repository import IdempotencyKeyRepository
 from app.users.service import UserService
 
 logger = logging.getLogger("app.cli")
@@ -31,7 +32,7 @@ async def _create_admin(settings: Settings, username: str, email: str, password:
         await database.dispose()
 
 
-async def _purge(settings: Settings) -> tuple[int, int]:
+async def _purge(settings: Settings) -> tuple[int, int, int]:
     database = Database(settings)
     now = utc_now()
     try:
@@ -40,7 +41,8 @@ async def _purge(settings: Settings) -> tuple[int, int]:
             failures = await LoginFailureRepository(session).delete_before(
                 now - timedelta(seconds=settings.login_window_seconds)
             )
-            return families, failures
+            keys = await IdempotencyKeyRepository(session).delete_expired(now)
+            return families, failures, keys
     finally:
         await database.dispose()
 
@@ -80,7 +82,10 @@ def main(argv: list[str] | None = None) -> None:
     admin.add_argument("--username", required=True)
     admin.add_argument("--email", required=True)
     admin.add_argument("--password", help="read from a prompt when left out")
-    commands.add_parser("purge", help="delete expired refresh tokens and old login failures")
+    commands.add_parser(
+        "purge",
+        help="delete expired refresh tokens and idempotency keys, and old login failures",
+    )
     args = parser.parse_args(argv)
 
     try:
@@ -95,9 +100,12 @@ def main(argv: list[str] | None = None) -> None:
         elif args.command == "create-admin":
             create_admin(settings, args.username, args.email, args.password)
         else:
-            families, failures = asyncio.run(_purge(settings))
+            families, failures, keys = asyncio.run(_purge(settings))
             logger.info(
-                "purged %d refresh-token families and %d login failures", families, failures
+                "purged %d refresh-token families, %d login failures and %d idempotency keys",
+                families,
+                failures,
+                keys,
             )
     except ValidationError as error:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())

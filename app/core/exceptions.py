@@ -44,6 +44,10 @@ class PreconditionFailed(DomainError):
     pass
 
 
+class IdempotencyKeyReused(DomainError):
+    """An idempotency key came back with a different request than the one it first named."""
+
+
 class RateLimited(DomainError):
     def __init__(self, detail: str, retry_after: int) -> None:
         super().__init__(detail)

@@ -34,6 +34,7 @@ _DOMAIN_STATUS: Sequence[tuple[type[exc.DomainError], int]] = (
     (exc.NotFound, 404),
     (exc.Conflict, 409),
     (exc.PreconditionFailed, 412),
+    (exc.IdempotencyKeyReused, 422),
     (exc.RateLimited, 429),
 )
 
@@ -147,6 +148,14 @@ async def _on_domain_error(request: Request, error: Exception) -> JSONResponse:
     if isinstance(error, exc.OAuth2Error):
         members = {"error": error.error, "error_description": error.detail}
         headers["Cache-Control"] = "no-store"
+    if isinstance(error, exc.IdempotencyKeyReused):
+        # Every 422 lists its problems in `errors` (API.md), this one too.
+        issue = {
+            "loc": ["header", "Idempotency-Key"],
+            "msg": error.detail,
+            "type": "idempotency_key_reused",
+        }
+        members = {"errors": [issue]}
     return problem_response(status, error.detail, request.url.path, headers=headers, **members)
 
 

@@ -10,7 +10,6 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
@@ -19,16 +18,23 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, inspect, text
 
 import app.auth.models
+import app.idempotency.models
 import app.products.models
 import app.users.models  # noqa: F401  (registers every table on the metadata)
 from app.core.database import Database
 from app.core.migrations import alembic_config, head_revision, upgrade
 from app.core.models import Base
-from app.main import create_app
 from tests.conftest import make_settings
-from tests.support import create_account
+from tests.support import DEFAULT_PASSWORD, client_for, create_account, login
 
-TABLES = {"users", "products", "refresh_families", "refresh_tokens", "login_failures"}
+TABLES = {
+    "users",
+    "products",
+    "refresh_families",
+    "refresh_tokens",
+    "login_failures",
+    "idempotency_keys",
+}
 # SQLite cannot reflect expression indexes; Alembic says so and skips them.
 _SKIPPED_ON_SQLITE = (
     "ignore:.*expression-based index:UserWarning",
@@ -119,48 +125,30 @@ async def test_downgrade_to_base_then_upgrade_to_head(database_url: str, tmp_pat
     assert await _run(database_url, tmp_path, _differences) == []
 
     # The rebuilt database works for the service.
-    app = create_app(make_settings(database_url, tmp_path / "data"))
-    try:
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-            account = await create_account(client, "phoenix")
-            created = await client.post(
-                "/api/v1/products", json={"name": "Ash", "price": 1}, headers=account.headers
-            )
-            assert created.status_code == 201
-            assert (await client.get("/health/ready")).status_code == 200
-    finally:
-        await app.state.database.dispose()
+    async with client_for(make_settings(database_url, tmp_path / "data")) as (_, client):
+        account = await create_account(client, "phoenix")
+        created = await client.post(
+            "/api/v1/products", json={"name": "Ash", "price": 1}, headers=account.headers
+        )
+        assert created.status_code == 201
+        assert (await client.get("/health/ready")).status_code == 200
 
 
 async def test_upgrading_an_up_to_date_database_changes_nothing(
     database_url: str, tmp_path: Path
 ) -> None:
-    app = create_app(make_settings(database_url, tmp_path / "data"))
-    try:
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-            await create_account(client, "keeper")
-            await asyncio.to_thread(upgrade, database_url)
-            login = await client.post(
-                "/api/v1/auth/token",
-                data={"username": "keeper", "password": "correct horse battery"},
-            )
-            assert login.status_code == 200
-    finally:
-        await app.state.database.dispose()
+    async with client_for(make_settings(database_url, tmp_path / "data")) as (_, client):
+        await create_account(client, "keeper")
+        await asyncio.to_thread(upgrade, database_url)
+        signed_in = await login(client, "keeper", DEFAULT_PASSWORD)
+        assert signed_in.status_code == 200
     assert await _run(database_url, tmp_path, _revision) == head_revision()
 
 
 async def test_an_unmigrated_database_is_not_ready(tmp_path: Path) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}"
-    app = create_app(make_settings(url, tmp_path / "data"))
-    try:
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-            ready = await client.get("/health/ready")
-            assert ready.status_code == 503
-            assert ready.headers["content-type"] == "application/problem+json"
-            assert (await client.get("/health/live")).status_code == 200
-    finally:
-        await app.state.database.dispose()
+    async with client_for(make_settings(url, tmp_path / "data")) as (_, client):
+        ready = await client.get("/health/ready")
+        assert ready.status_code == 503
+        assert ready.headers["content-type"] == "application/problem+json"
+        assert (await client.get("/health/live")).status_code == 200
