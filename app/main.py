@@ -52,6 +52,8 @@ tokens, and products with optimistic concurrency.
   form to `/api/v1/auth/token` and send `Authorization: Bearer <access_token>`.
 * **Concurrency**: every product change raises `version`; the `ETag` is the
   quoted version. Send `If-Match` to change only the version you read.
+* **Retries**: a create sent with an `Idempotency-Key` header is safe to
+  retry; the retry gets the first response again and creates nothing.
 * A trailing slash makes no difference, and every response has `X-Request-ID`.
 """
 
@@ -85,6 +87,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
         openapi_url=OPENAPI_URL if settings.docs_enabled else None,
         redirect_slashes=False,
+        # Operation ids are the route functions' names (`get_product`), for
+        # readable generated clients and for the document's links.
+        generate_unique_id_function=lambda route: route.name,
         swagger_ui_parameters={"persistAuthorization": False},
     )
     app.dependency_overrides[get_settings] = lambda: settings
@@ -115,11 +120,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=[
                 "Authorization",
                 "Content-Type",
+                "Idempotency-Key",
                 "If-Match",
                 "If-None-Match",
                 "X-Request-ID",
             ],
-            expose_headers=["ETag", "Location", "Retry-After", "X-Request-ID"],
+            expose_headers=[
+                "ETag",
+                "Idempotent-Replayed",
+                "Location",
+                "Retry-After",
+                "X-Request-ID",
+            ],
         )
     # Keyed by id(): Starlette routes define __eq__ and so are not hashable;
     # the app keeps every route alive, so the ids stay valid.

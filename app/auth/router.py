@@ -24,6 +24,16 @@ def _token_response(response: Response, pair: TokenPair) -> TokenPairRead:
     )
 
 
+# OpenAPI links: a token pair's refresh token can be exchanged or revoked.
+_TOKEN_LINKS = {
+    name: {
+        "operationId": operation,
+        "requestBody": {"refresh_token": "$response.body#/refresh_token"},
+    }
+    for name, operation in (("RefreshTokens", "refresh_tokens"), ("Logout", "logout"))
+}
+
+
 @_token_router.post(
     "/token",
     summary="Sign in (OAuth2 password grant)",
@@ -32,6 +42,7 @@ def _token_response(response: Response, pair: TokenPair) -> TokenPairRead:
     "within `LOGIN_WINDOW_SECONDS`, attempts get 429 (even with the right password) until "
     "`Retry-After` seconds have passed.",
     responses={
+        200: {"links": _TOKEN_LINKS},
         400: {
             "model": OAuth2Problem,
             "description": "`invalid_grant`: wrong credentials or an inactive user. "
@@ -67,7 +78,7 @@ router.include_router(_token_router)
     summary="Exchange a refresh token for a new pair",
     description="The refresh token presented is retired. Presenting a retired one again revokes "
     "every refresh token of that login.",
-    responses=problem_responses(401, 413, 422, 503),
+    responses={200: {"links": _TOKEN_LINKS}, **problem_responses(401, 413, 422, 503)},
 )
 async def refresh_tokens(
     body: RefreshRequest, auth: AuthServiceDep, response: Response

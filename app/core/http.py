@@ -6,6 +6,10 @@ from dataclasses import dataclass
 from app.core.versioning import VersionMatch
 
 _ENTITY_TAG = re.compile(r'\s*(W/)?"([\x21\x23-\x7e]*)"\s*')
+# `*`, or a comma-separated list of entity tags (RFC 9110 section 13.1.1), as
+# a JSON Schema pattern for the OpenAPI document.
+_TAG = r'(?:W/)?"[\x21\x23-\x7E]*"'
+ENTITY_TAG_LIST = rf"^(?:\*|[ \t]*{_TAG}(?:[ \t]*,[ \t]*{_TAG})*[ \t]*)$"
 
 
 def etag(version: int) -> str:

@@ -4,42 +4,51 @@ import re
 from decimal import Decimal
 from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    WithJsonSchema,
+)
 
-_FORBIDDEN_IN_LINE = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
-_FORBIDDEN_IN_TEXT = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
+# Text that PostgreSQL can store and a log line can show. The pattern is both
+# the rule and its documentation (it lands in the OpenAPI schema); a lone
+# surrogate, which cannot be encoded as UTF-8, fails Pydantic's own check.
+SingleLine = Annotated[str, Field(pattern=r"^[^\x00-\x1F\x7F]*$")]
+# The same, but tabs and line breaks are allowed.
+MultiLine = Annotated[str, Field(pattern=r"^[^\x00-\x08\x0B\x0C\x0E-\x1F\x7F]*$")]
 
-
-def _reject(pattern: re.Pattern[str], what: str) -> Any:
-    def check(value: str) -> str:
-        if pattern.search(value):
-            raise ValueError(f"{what} must not contain control characters or lone surrogates")
-        return value
-
-    return AfterValidator(check)
-
-
-# Text that PostgreSQL can store and a log line can show: no NUL (which
-# PostgreSQL refuses), no lone surrogates (which cannot be encoded as UTF-8).
-SingleLine = Annotated[str, _reject(_FORBIDDEN_IN_LINE, "Text")]
-MultiLine = Annotated[str, _reject(_FORBIDDEN_IN_TEXT, "Text")]
-
-_JSON_NUMBER = re.compile(r"-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?")
-_CENT = Decimal("0.01")
 MAX_AMOUNT = Decimal("1000000000")
+# A numeric string: plain digits, at most two decimals, within the bounds.
+# Stricter than what Python's Decimal reads (no " 1_0", "1e2" or "12.500"),
+# and exactly what the OpenAPI document promises.
+_MONEY_STRING = r"^(?:(?:0|[1-9][0-9]{0,8})(?:\.[0-9]{1,2})?|1000000000(?:\.0{1,2})?)$"
+_MONEY_STRING_RE = re.compile(_MONEY_STRING)
+_CENT = Decimal("0.01")
+_MONEY_SCHEMA = {
+    "anyOf": [
+        {"type": "number", "minimum": 0, "maximum": int(MAX_AMOUNT), "multipleOf": 0.01},
+        {"type": "string", "pattern": _MONEY_STRING},
+    ]
+}
 
 
-def _numeric_string(value: Any) -> Any:
-    """Accepts a string only if it is written like a JSON number ("12.50", not " 1_2 ")."""
-    if isinstance(value, str) and not _JSON_NUMBER.fullmatch(value):
-        raise ValueError("must be a number, or a string written as a decimal number")
+def _money_input(value: Any) -> Any:
     if isinstance(value, bool):
         raise ValueError("must be a number, not a boolean")
+    if isinstance(value, str) and not _MONEY_STRING_RE.fullmatch(value):
+        raise ValueError(
+            "must be a number, or a string of digits with at most two decimals, "
+            "from 0 to 1000000000"
+        )
     return value
 
 
 def _to_cents(value: Decimal) -> Decimal:
-    # Normalises "19.990" and "1E+2" to two places, and -0 to 0.
+    # Normalises 12.5 to 12.50 and -0 to 0.
     return value.quantize(_CENT) + Decimal("0.00")
 
 
@@ -47,12 +56,11 @@ def _to_cents(value: Decimal) -> Decimal:
 # a JSON number out.
 Money = Annotated[
     Decimal,
-    # Ahead of the BeforeValidator, so the bounds land on the decimal schema
-    # itself and the JSON schema says `minimum` / `maximum`, not `ge` / `le`.
     Field(ge=0, le=MAX_AMOUNT, decimal_places=2, allow_inf_nan=False),
-    BeforeValidator(_numeric_string),
+    BeforeValidator(_money_input),
     AfterValidator(_to_cents),
     PlainSerializer(float, return_type=float, when_used="json"),
+    WithJsonSchema(_MONEY_SCHEMA, mode="validation"),
 ]
 
 

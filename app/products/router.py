@@ -1,12 +1,13 @@
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 
 from app.auth.dependencies import CurrentUser
 from app.core.database import SessionDep
-from app.core.http import etag, if_match, if_none_match_hits
+from app.core.http import ENTITY_TAG_LIST, etag, if_match, if_none_match_hits
 from app.core.params import IdPath
 from app.core.routing import ApiRoute, problem_responses
+from app.idempotency.service import IdempotencyService, Outcome, StoredResponse, fingerprint
 from app.products.models import Product
 from app.products.schemas import ProductCreate, ProductPage, ProductPatch, ProductQuery, ProductRead
 from app.products.service import ProductService
@@ -18,18 +19,59 @@ def get_product_service(session: SessionDep) -> ProductService:
     return ProductService(session)
 
 
+def get_idempotency_service(session: SessionDep) -> IdempotencyService:
+    return IdempotencyService(session)
+
+
 ProductServiceDep = Annotated[ProductService, Depends(get_product_service)]
+IdempotencyServiceDep = Annotated[IdempotencyService, Depends(get_idempotency_service)]
 IfMatch = Annotated[
     str | None,
     Header(
         alias="If-Match",
         description="Apply the change only if the product's current `ETag` is one of these "
-        '(`"3"`, or `*`); otherwise 412.',
+        '(`"3"`, or `*`); otherwise 412. A malformed value matches nothing: 412 too.',
+        # RFC 9110's grammar, documented rather than enforced: a value outside
+        # it is a failed precondition (412), not a validation error.
+        json_schema_extra={"pattern": ENTITY_TAG_LIST},
     ),
 ]
 IfNoneMatch = Annotated[
     str | None, Header(description="Answer 304 if the product's `ETag` is one of these.")
 ]
+
+IdempotencyKeyHeader = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=255,
+        pattern=r"^[\x21-\x7E]+$",
+        description="Makes the create safe to retry: 1 to 255 visible ASCII characters of the "
+        "client's choosing (a UUID will do), kept per user for 24 hours. A retry with the same "
+        "key and the same body creates nothing and gets the first response again (same status, "
+        "body, `Location` and `ETag`, plus `Idempotent-Replayed: true`); the same key with a "
+        "different body gets 422, and a retry while the first request is still running gets "
+        "409. A failed request keeps nothing, so its retry runs again.",
+    ),
+]
+_CREATE_OPERATION = "POST /api/v1/products"
+
+# OpenAPI links: what a client (or Schemathesis' stateful phase) can do next
+# with what a response returned.
+_ID_FROM_BODY = {"product_id": "$response.body#/id"}
+_SAME_ID = {"product_id": "$request.path.product_id"}
+
+
+def _next_steps(product_id: dict[str, str]) -> dict[str, Any]:
+    conditional = {**product_id, "header.If-Match": "$response.header.ETag"}
+    return {
+        "GetProduct": {"operationId": "get_product", "parameters": product_id},
+        "ReplaceProduct": {"operationId": "replace_product", "parameters": conditional},
+        "PatchProduct": {"operationId": "patch_product", "parameters": conditional},
+        "DeleteProduct": {"operationId": "delete_product", "parameters": conditional},
+    }
+
 
 _ETAG_HEADER = {
     "ETag": {"description": "The product's version, quoted.", "schema": {"type": "string"}}
@@ -40,6 +82,23 @@ _CHANGE_ERRORS = (401, 403, 404, 409, 412, 413, 422, 503)
 def _with_etag(response: Response, product: Product) -> ProductRead:
     response.headers["ETag"] = etag(product.version)
     return ProductRead.model_validate(product)
+
+
+def _location(request: Request, product: Product) -> str:
+    return str(request.app.url_path_for("get_product", product_id=str(product.id)))
+
+
+def _stored_response_of(outcome: Outcome) -> Response:
+    stored = outcome.response
+    headers = {"Location": stored.location, "ETag": stored.etag}
+    if outcome.replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return Response(
+        stored.body,
+        stored.status_code,
+        headers={name: value for name, value in headers.items() if value is not None},
+        media_type="application/json",
+    )
 
 
 @router.get(
@@ -65,7 +124,7 @@ async def list_products(
     summary="Read a product",
     response_model=ProductRead,
     responses={
-        200: {"headers": _ETAG_HEADER},
+        200: {"headers": _ETAG_HEADER, "links": _next_steps(_SAME_ID)},
         304: {
             "description": "`If-None-Match` matched: the client's copy is current.",
             "headers": _ETAG_HEADER,
@@ -91,36 +150,73 @@ async def get_product(
     "",
     status_code=status.HTTP_201_CREATED,
     summary="Create a product",
-    description="The signed-in user becomes its owner.",
+    description="The signed-in user becomes its owner. With an `Idempotency-Key`, retrying "
+    "the same request is safe: it creates the product at most once.",
+    response_model=ProductRead,
     responses={
         201: {
             "headers": {
                 **_ETAG_HEADER,
                 "Location": {"description": "The new product.", "schema": {"type": "string"}},
-            }
+                "Idempotent-Replayed": {
+                    "description": "`true` when this is the stored response to an earlier "
+                    "request with the same `Idempotency-Key`; absent otherwise.",
+                    "schema": {"type": "string", "enum": ["true"]},
+                },
+            },
+            "links": _next_steps(_ID_FROM_BODY),
         },
-        **problem_responses(401, 409, 413, 422, 503, _409="That sku is already taken."),
+        **problem_responses(
+            401,
+            409,
+            413,
+            422,
+            503,
+            _409="That sku is already taken, or a request with the same `Idempotency-Key` "
+            "is still being processed (retry it later).",
+            _422="The request is not valid, or its `Idempotency-Key` was already used with a "
+            "different body; `errors` says where and why.",
+        ),
     },
 )
 async def create_product(
     data: ProductCreate,
     user: CurrentUser,
     products: ProductServiceDep,
+    idempotency: IdempotencyServiceDep,
     request: Request,
     response: Response,
-) -> ProductRead:
-    product = await products.create(user, data)
-    response.headers["Location"] = request.app.url_path_for(
-        "get_product", product_id=str(product.id)
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> ProductRead | Response:
+    if idempotency_key is None:
+        product = await products.create(user, data)
+        response.headers["Location"] = _location(request, product)
+        return _with_etag(response, product)
+
+    async def create() -> StoredResponse:
+        product = await products.create(user, data)
+        return StoredResponse(
+            status_code=status.HTTP_201_CREATED,
+            # Rendered here, once: the replay sends these very bytes again.
+            body=ProductRead.model_validate(product).model_dump_json(),
+            location=_location(request, product),
+            etag=etag(product.version),
+        )
+
+    outcome = await idempotency.run(
+        user.id, idempotency_key, fingerprint(_CREATE_OPERATION, data), create
     )
-    return _with_etag(response, product)
+    return _stored_response_of(outcome)
 
 
 @router.put(
     "/{product_id}",
     summary="Replace a product (owner or admin)",
     description="A full replacement: optional fields left out become null.",
-    responses={200: {"headers": _ETAG_HEADER}, **problem_responses(*_CHANGE_ERRORS)},
+    responses={
+        200: {"headers": _ETAG_HEADER, "links": _next_steps(_SAME_ID)},
+        **problem_responses(*_CHANGE_ERRORS),
+    },
 )
 async def replace_product(
     product_id: IdPath,
@@ -139,7 +235,10 @@ async def replace_product(
     summary="Change some fields of a product (owner or admin)",
     description="Only the fields sent change. An empty object changes nothing and keeps "
     "the version.",
-    responses={200: {"headers": _ETAG_HEADER}, **problem_responses(*_CHANGE_ERRORS)},
+    responses={
+        200: {"headers": _ETAG_HEADER, "links": _next_steps(_SAME_ID)},
+        **problem_responses(*_CHANGE_ERRORS),
+    },
 )
 async def patch_product(
     product_id: IdPath,

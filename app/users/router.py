@@ -45,7 +45,16 @@ _ADMIN = (401, 403, 413, 422, 503)
     "is sent after the response; failing to send it never fails the registration.",
     responses={
         201: {
-            "headers": {"Location": {"description": "The new user.", "schema": {"type": "string"}}}
+            "headers": {"Location": {"description": "The new user.", "schema": {"type": "string"}}},
+            # OpenAPI links: the admin operations on the user just made.
+            "links": {
+                name: {"operationId": operation, "parameters": {"user_id": "$response.body#/id"}}
+                for name, operation in (
+                    ("GetUser", "get_user"),
+                    ("UpdateUser", "update_user"),
+                    ("DeleteUser", "delete_user"),
+                )
+            },
         },
         **problem_responses(409, 413, 422, 503, _409="That username or email is already taken."),
     },

@@ -254,3 +254,40 @@ async def test_schemas_use_json_schema_keywords_for_bounds(document: dict[str, A
     ]
     number = next(branch for branch in price["anyOf"] if branch.get("type") == "number")
     assert (number["minimum"], number["maximum"]) == (0, 1_000_000_000)
+
+
+async def test_operation_ids_are_the_route_names(document: dict[str, Any]) -> None:
+    ids = [operation["operationId"] for _, _, operation in _operations(document)]
+    assert len(ids) == len(set(ids))
+    assert {"get_product", "create_product", "patch_product", "register", "issue_token"} <= set(ids)
+
+
+async def test_links_lead_from_a_create_to_the_operations_on_what_it_made(
+    document: dict[str, Any],
+) -> None:
+    ids = {operation["operationId"] for _, _, operation in _operations(document)}
+    created = document["paths"]["/api/v1/products"]["post"]["responses"]["201"]["links"]
+    assert {link["operationId"] for link in created.values()} == {
+        "get_product",
+        "replace_product",
+        "patch_product",
+        "delete_product",
+    }
+    for link in created.values():
+        assert link["parameters"]["product_id"] == "$response.body#/id"
+    assert created["PatchProduct"]["parameters"]["header.If-Match"] == "$response.header.ETag"
+    registered = document["paths"]["/api/v1/users"]["post"]["responses"]["201"]["links"]
+    assert {link["operationId"] for link in registered.values()} == {
+        "get_user",
+        "update_user",
+        "delete_user",
+    }
+    token = document["paths"]["/api/v1/auth/token"]["post"]["responses"]["200"]["links"]
+    assert token["RefreshTokens"]["requestBody"] == {
+        "refresh_token": "$response.body#/refresh_token"
+    }
+    # Every link names an operation the document has.
+    for _, _, operation in _operations(document):
+        for response in operation["responses"].values():
+            for link in response.get("links", {}).values():
+                assert link["operationId"] in ids

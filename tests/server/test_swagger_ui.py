@@ -75,7 +75,7 @@ def test_authorize_then_try_it_out_on_users_me(documented_server: Server, backen
             ).to_be_visible()
             dialog.locator("button.btn-done").click()
 
-            operation = page.locator("#operations-users-read_me_api_v1_users_me_get")
+            operation = page.locator("#operations-users-read_me")
             operation.locator(".opblock-summary").click()
             operation.locator("button.try-out__btn").click()
             operation.locator("button.execute").click()
