@@ -1,6 +1,9 @@
-"""Helpers for tests: accounts made through the API, problem checks, database reads."""
+"""Helpers for tests: apps with clients, accounts made through the API, problem checks, DB reads."""
 
-from collections.abc import Sequence
+import io
+import logging
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -8,14 +11,76 @@ import httpx
 from fastapi import FastAPI
 from sqlalchemy import Select
 
+from app.core.config import Settings
 from app.core.database import Database
+from app.core.logging import configure_logging
 from app.core.security import PasswordHasher
+from app.main import create_app
 from app.users.schemas import UserCreate
 from app.users.service import UserService
 
 T = TypeVar("T")
 
 DEFAULT_PASSWORD = "correct horse battery"
+
+
+@asynccontextmanager
+async def client_for(settings: Settings) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+    """An app built from `settings` and a client on it; the app's database is disposed after."""
+    app = create_app(settings)
+    try:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            yield app, client
+    finally:
+        await app.state.database.dispose()
+
+
+# The loggers the service's logging set-up changes, besides the root logger.
+_SERVICE_LOGGERS = (
+    "uvicorn",
+    "uvicorn.error",
+    "uvicorn.access",
+    "gunicorn.error",
+    "gunicorn.access",
+    "aiosqlite",
+)
+
+
+@contextmanager
+def service_logging(settings: Settings) -> Iterator[io.StringIO]:
+    """Logging set up as the service does it with `settings`, written into a buffer.
+
+    The global logging state is put back afterwards, so other tests keep
+    pytest's own capture.
+    """
+    root = logging.getLogger()
+    saved_root = (root.handlers[:], root.level)
+    saved = {
+        name: (logger.handlers[:], logger.propagate, logger.disabled, logger.level)
+        for name in _SERVICE_LOGGERS
+        for logger in [logging.getLogger(name)]
+    }
+    configure_logging(settings)
+    buffer = io.StringIO()
+    handler = root.handlers[0]
+    assert isinstance(handler, logging.StreamHandler)
+    handler.setStream(buffer)
+    try:
+        yield buffer
+    finally:
+        root.handlers[:], level = saved_root
+        root.setLevel(level)
+        for name, (handlers, propagate, disabled, own_level) in saved.items():
+            logger = logging.getLogger(name)
+            logger.handlers[:] = handlers
+            logger.propagate = propagate
+            logger.disabled = disabled
+            logger.setLevel(own_level)
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
 
 
 @dataclass
@@ -29,7 +94,7 @@ class Account:
 
     @property
     def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.access_token}"}
+        return bearer(self.access_token)
 
 
 async def login(client: httpx.AsyncClient, username: str, password: str) -> httpx.Response:
@@ -43,6 +108,10 @@ async def tokens_for(client: httpx.AsyncClient, username: str, password: str) ->
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()
     return body
+
+
+async def refresh(client: httpx.AsyncClient, refresh_token: str) -> httpx.Response:
+    return await client.post("/api/v1/auth/refresh", json={"refresh_token": refresh_token})
 
 
 async def register(
@@ -82,9 +151,7 @@ async def create_admin(
         )
         assert created
     tokens = await tokens_for(client, username, password)
-    me = await client.get(
-        "/api/v1/users/me", headers={"Authorization": f"Bearer {tokens['access_token']}"}
-    )
+    me = await client.get("/api/v1/users/me", headers=bearer(tokens["access_token"]))
     return Account(
         id=me.json()["id"],
         username=username,
@@ -112,6 +179,13 @@ def assert_problem(
     assert body["request_id"] == response.headers["x-request-id"]
     if detail is not None:
         assert detail in body["detail"], body["detail"]
+    return body
+
+
+def assert_unauthenticated(response: httpx.Response) -> dict[str, Any]:
+    """A 401 problem with a Bearer challenge; returns its body."""
+    body = assert_problem(response, 401)
+    assert response.headers["www-authenticate"].startswith("Bearer")
     return body
 
 

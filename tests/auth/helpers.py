@@ -1,20 +1,17 @@
-"""Shared by the auth tests: hand-made JWTs, apps with custom settings, account changes."""
+"""Shared by the auth tests: hand-made JWTs, account changes, problem comparisons."""
 
 import base64
 import json
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from pathlib import Path
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-from fastapi import FastAPI
 from jose import jwt
 
-from app.main import create_app
-from tests.conftest import TEST_SECRET_KEY, make_settings
-from tests.support import Account
+from app.auth.models import RefreshFamily
+from tests.conftest import TEST_SECRET_KEY
+from tests.support import Account, DatabaseProbe
 
 TOKEN_URL = "/api/v1/auth/token"
 REFRESH_URL = "/api/v1/auth/refresh"
@@ -75,22 +72,16 @@ def new_jti() -> str:
     return uuid.uuid4().hex
 
 
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
+def past(**delta: float) -> int:
+    """A moment `delta` ago (timedelta's keywords), as a JWT time."""
+    return int((datetime.now(UTC) - timedelta(**delta)).timestamp())
 
 
-@asynccontextmanager
-async def custom_client(
-    database_url: str, data_dir: Path, **overrides: Any
-) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
-    """A second application on the same database, with some settings changed."""
-    app = create_app(make_settings(database_url, data_dir, **overrides))
-    try:
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-            yield app, client
-    finally:
-        await app.state.database.dispose()
+async def family_of(db: DatabaseProbe, refresh_token: str) -> RefreshFamily:
+    """The stored refresh-token family `refresh_token` belongs to."""
+    family = await db.get(RefreshFamily, claims_of(refresh_token)["fam"])
+    assert family is not None
+    return family
 
 
 async def deactivate(client: httpx.AsyncClient, admin: Account, user_id: int) -> None:

@@ -8,7 +8,7 @@ changed password since; a token issued after a password change working at
 once; and keys from PREVIOUS_SECRET_KEYS still being accepted.
 """
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,20 +19,25 @@ from jose import jwt
 from tests.auth.helpers import (
     ME_URL,
     OTHER_KEY,
-    REFRESH_URL,
-    bearer,
     change_password,
     claims_of,
-    custom_client,
     deactivate,
     header_of,
     new_jti,
+    past,
     resign,
     sign,
     unsigned,
 )
-from tests.conftest import TEST_SECRET_KEY
-from tests.support import Account, assert_problem, tokens_for
+from tests.conftest import TEST_SECRET_KEY, make_settings
+from tests.support import (
+    Account,
+    assert_unauthenticated,
+    bearer,
+    client_for,
+    refresh,
+    tokens_for,
+)
 
 ISSUER = AUDIENCE = "storefront-api"
 
@@ -42,13 +47,8 @@ async def me(client: httpx.AsyncClient, headers: dict[str, str]) -> httpx.Respon
 
 
 def assert_unauthorized(response: httpx.Response) -> None:
-    body = assert_problem(response, 401)
-    assert response.headers["www-authenticate"].startswith("Bearer")
+    body = assert_unauthenticated(response)
     assert "username" not in body
-
-
-def past(**delta: float) -> int:
-    return int((datetime.now(UTC) - timedelta(**delta)).timestamp())
 
 
 async def test_access_token_opens_the_protected_route(
@@ -296,12 +296,13 @@ async def test_tokens_signed_with_a_previous_key_are_still_accepted(
     client: httpx.AsyncClient, database_url: str, tmp_path: Path, user: Account
 ) -> None:
     new_key = "the-rotated-in-secret-key-for-this-test-0123456789abcdef"
-    async with custom_client(
+    settings = make_settings(
         database_url, tmp_path, secret_key=new_key, previous_secret_keys=[TEST_SECRET_KEY]
-    ) as (_, rotated):
+    )
+    async with client_for(settings) as (_, rotated):
         # Alice's tokens were signed with the old key, before the rotation.
         assert (await me(rotated, user.headers)).status_code == 200
-        refreshed = await rotated.post(REFRESH_URL, json={"refresh_token": user.refresh_token})
+        refreshed = await refresh(rotated, user.refresh_token)
         assert refreshed.status_code == 200, refreshed.text
 
         # New tokens are signed with the new key only.
@@ -321,10 +322,10 @@ async def test_tokens_signed_with_a_dropped_key_are_refused(
     client: httpx.AsyncClient, database_url: str, tmp_path: Path, user: Account
 ) -> None:
     new_key = "the-rotated-in-secret-key-for-this-test-0123456789abcdef"
-    async with custom_client(database_url, tmp_path, secret_key=new_key) as (_, rotated):
+    settings = make_settings(database_url, tmp_path, secret_key=new_key)
+    async with client_for(settings) as (_, rotated):
         assert_unauthorized(await me(rotated, user.headers))
-        refreshed = await rotated.post(REFRESH_URL, json={"refresh_token": user.refresh_token})
-        assert_unauthorized(refreshed)
+        assert_unauthorized(await refresh(rotated, user.refresh_token))
 
 
 async def test_crafted_token_signed_with_the_right_key_is_accepted(

@@ -8,7 +8,6 @@ password change or deactivation ends every refresh token issued before it.
 """
 
 import asyncio
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -20,24 +19,29 @@ from tests.auth.helpers import (
     ME_URL,
     OTHER_KEY,
     REFRESH_URL,
-    bearer,
     change_password,
     claims_of,
     deactivate,
+    family_of,
     header_of,
+    past,
     resign,
     unsigned,
 )
-from tests.support import Account, DatabaseProbe, assert_problem, error_locations, tokens_for
-
-
-async def refresh(client: httpx.AsyncClient, token: str) -> httpx.Response:
-    return await client.post(REFRESH_URL, json={"refresh_token": token})
+from tests.support import (
+    Account,
+    DatabaseProbe,
+    assert_problem,
+    assert_unauthenticated,
+    bearer,
+    error_locations,
+    refresh,
+    tokens_for,
+)
 
 
 def assert_unauthorized(response: httpx.Response) -> None:
-    body = assert_problem(response, 401)
-    assert response.headers["www-authenticate"].startswith("Bearer")
+    body = assert_unauthenticated(response)
     assert "access_token" not in body
 
 
@@ -49,12 +53,6 @@ def assert_new_pair(response: httpx.Response) -> dict[str, Any]:
     assert body["token_type"] == "bearer"
     assert body["expires_in"] == 15 * 60
     return body
-
-
-async def family_of(db: DatabaseProbe, refresh_token: str) -> RefreshFamily:
-    family = await db.get(RefreshFamily, claims_of(refresh_token)["fam"])
-    assert family is not None
-    return family
 
 
 async def test_refresh_returns_a_new_working_pair(client: httpx.AsyncClient, user: Account) -> None:
@@ -174,8 +172,8 @@ async def test_unsigned_refresh_token_is_refused(client: httpx.AsyncClient, user
 async def test_expired_refresh_token_is_refused(
     client: httpx.AsyncClient, user: Account, db: DatabaseProbe
 ) -> None:
-    past = int((datetime.now(UTC) - timedelta(minutes=5)).timestamp())
-    expired = resign(user.refresh_token, exp=past, iat=past - 60)
+    then = past(minutes=5)
+    expired = resign(user.refresh_token, exp=then, iat=then - 60)
     assert header_of(expired)["typ"] == "rt+jwt"
 
     assert_unauthorized(await refresh(client, expired))

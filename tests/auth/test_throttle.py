@@ -12,11 +12,13 @@ import re
 from pathlib import Path
 
 import httpx
+import pytest
 from sqlalchemy import func, select
 
 from app.auth.models import LoginFailure
-from tests.auth.helpers import custom_client, without_request
-from tests.support import Account, DatabaseProbe, assert_problem, login
+from tests.auth.helpers import without_request
+from tests.conftest import make_settings
+from tests.support import Account, DatabaseProbe, assert_problem, client_for, login
 
 MAX_FAILURES = 5
 WINDOW = 900
@@ -138,7 +140,8 @@ async def test_logins_work_again_once_the_window_has_passed(
     database_url: str, tmp_path: Path, user: Account
 ) -> None:
     window = 1
-    async with custom_client(database_url, tmp_path, login_window_seconds=window) as (_, client):
+    settings = make_settings(database_url, tmp_path, login_window_seconds=window)
+    async with client_for(settings) as (_, client):
         await fail(client, "alice", MAX_FAILURES)
         await fail(client, "ghost", MAX_FAILURES)
         assert_throttled(await login(client, "alice", user.password), window=window)
@@ -155,7 +158,8 @@ async def test_retry_after_is_at_most_the_window(
     database_url: str, tmp_path: Path, user: Account
 ) -> None:
     window = 2
-    async with custom_client(database_url, tmp_path, login_window_seconds=window) as (_, client):
+    settings = make_settings(database_url, tmp_path, login_window_seconds=window)
+    async with client_for(settings) as (_, client):
         await fail(client, "alice", MAX_FAILURES)
         response = await login(client, "alice", WRONG)
         assert_throttled(response, window=window)
@@ -164,46 +168,31 @@ async def test_retry_after_is_at_most_the_window(
 async def test_a_lower_limit_from_settings_is_honoured(
     database_url: str, tmp_path: Path, user: Account
 ) -> None:
-    async with custom_client(database_url, tmp_path, login_max_failures=2) as (_, client):
+    settings = make_settings(database_url, tmp_path, login_max_failures=2)
+    async with client_for(settings) as (_, client):
         await fail(client, "alice", 2)
         assert_throttled(await login(client, "alice", user.password))
 
 
+@pytest.mark.parametrize(
+    "names",
+    [
+        pytest.param(["alice"] * 10, id="one-name"),
+        pytest.param(["alice", "ALICE@example.com"] * 5, id="username-and-email"),
+        pytest.param(["ghost", "GHOST"] * 5, id="unknown-name"),
+    ],
+)
 async def test_concurrent_wrong_attempts_let_no_more_than_the_limit_through(
-    client: httpx.AsyncClient, user: Account, db: DatabaseProbe
+    client: httpx.AsyncClient, user: Account, db: DatabaseProbe, names: list[str]
 ) -> None:
-    responses = await asyncio.gather(*(login(client, "alice", WRONG) for _ in range(10)))
+    responses = await asyncio.gather(*(login(client, name, WRONG) for name in names))
 
-    statuses = sorted(r.status_code for r in responses)
+    statuses = [r.status_code for r in responses]
     assert statuses.count(400) == MAX_FAILURES, statuses
-    assert statuses.count(429) == 10 - MAX_FAILURES, statuses
+    assert statuses.count(429) == len(names) - MAX_FAILURES, statuses
     for response in responses:
         if response.status_code == 429:
             assert_throttled(response)
-    assert await failure_count(db) == MAX_FAILURES
-
-
-async def test_concurrent_attempts_by_username_and_email_share_the_limit(
-    client: httpx.AsyncClient, user: Account, db: DatabaseProbe
-) -> None:
-    names = ["alice", "ALICE@example.com"] * 5
-    responses = await asyncio.gather(*(login(client, name, WRONG) for name in names))
-
-    statuses = [r.status_code for r in responses]
-    assert statuses.count(400) == MAX_FAILURES, statuses
-    assert statuses.count(429) == len(names) - MAX_FAILURES, statuses
-    assert await failure_count(db) == MAX_FAILURES
-
-
-async def test_concurrent_attempts_for_an_unknown_name_share_the_limit(
-    client: httpx.AsyncClient, db: DatabaseProbe
-) -> None:
-    names = ["ghost", "GHOST"] * 5
-    responses = await asyncio.gather(*(login(client, name, WRONG) for name in names))
-
-    statuses = [r.status_code for r in responses]
-    assert statuses.count(400) == MAX_FAILURES, statuses
-    assert statuses.count(429) == len(names) - MAX_FAILURES, statuses
     assert await failure_count(db) == MAX_FAILURES
 
 
@@ -211,7 +200,7 @@ async def test_the_count_is_shared_between_processes(
     client: httpx.AsyncClient, database_url: str, tmp_path: Path, user: Account
 ) -> None:
     # A second application on the same database stands in for another worker.
-    async with custom_client(database_url, tmp_path) as (_, other_worker):
+    async with client_for(make_settings(database_url, tmp_path)) as (_, other_worker):
         await fail(client, "alice", 3)
         await fail(other_worker, "alice@example.com", 2)
 

@@ -2,19 +2,17 @@
 
 import io
 import json
-import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
 
 from app.core.config import Settings
-from app.core.logging import configure_logging
-from app.main import create_app
 from tests.conftest import TEST_SECRET_KEY, make_settings
+from tests.support import client_for, service_logging
 
 ClientFactory = Callable[..., Awaitable[httpx.AsyncClient]]
 
@@ -22,23 +20,14 @@ ClientFactory = Callable[..., Awaitable[httpx.AsyncClient]]
 @pytest.fixture
 async def make_client(database_url: str, tmp_path: Path) -> AsyncIterator[ClientFactory]:
     """Builds an app on the test's database with some settings changed, and a client for it."""
-    apps: list[FastAPI] = []
-    clients: list[httpx.AsyncClient] = []
+    async with AsyncExitStack() as stack:
 
-    async def build(**overrides: Any) -> httpx.AsyncClient:
-        application = create_app(make_settings(database_url, tmp_path / "data", **overrides))
-        apps.append(application)
-        client = httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=application), base_url="http://testserver"
-        )
-        clients.append(client)
-        return client
+        async def build(**overrides: Any) -> httpx.AsyncClient:
+            settings = make_settings(database_url, tmp_path / "data", **overrides)
+            _, client = await stack.enter_async_context(client_for(settings))
+            return client
 
-    yield build
-    for client in clients:
-        await client.aclose()
-    for application in apps:
-        await application.state.database.dispose()
+        yield build
 
 
 class LogLines:
@@ -61,23 +50,9 @@ class LogLines:
         return self._stream.getvalue()
 
 
-_TOUCHED_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "gunicorn.error")
-
-
 @pytest.fixture
 def service_log() -> Iterator[LogLines]:
-    """Logging set up as the service does it in production (JSON lines), into a buffer.
-
-    The global logging state is put back afterwards, so other tests keep
-    pytest's own capture.
-    """
-    root = logging.getLogger()
-    saved_root = (root.handlers[:], root.level)
-    saved = {
-        name: (logger.handlers[:], logger.propagate, logger.disabled)
-        for name in _TOUCHED_LOGGERS
-        for logger in [logging.getLogger(name)]
-    }
+    """Logging set up as the service does it in production (JSON lines), into a buffer."""
     settings = Settings(
         _env_file=None,  # type: ignore[call-arg]
         environment="production",
@@ -85,19 +60,5 @@ def service_log() -> Iterator[LogLines]:
         log_format="json",
         log_level="INFO",
     )
-    configure_logging(settings)
-    stream = io.StringIO()
-    handler = root.handlers[0]
-    assert isinstance(handler, logging.StreamHandler)
-    handler.setStream(stream)
-    try:
+    with service_logging(settings) as stream:
         yield LogLines(stream)
-    finally:
-        handlers, level = saved_root
-        root.handlers[:] = handlers
-        root.setLevel(level)
-        for name, (own_handlers, propagate, disabled) in saved.items():
-            logger = logging.getLogger(name)
-            logger.handlers[:] = own_handlers
-            logger.propagate = propagate
-            logger.disabled = disabled

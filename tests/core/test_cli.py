@@ -14,16 +14,14 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Protocol
 
-import httpx
 import pytest
 from sqlalchemy import func, select, text
 
 from app.core.database import Database
 from app.core.migrations import head_revision
-from app.main import create_app
 from app.users.models import Role, User
 from tests.conftest import TEST_SECRET_KEY, make_settings
-from tests.support import DatabaseProbe, tokens_for
+from tests.support import DatabaseProbe, bearer, client_for, register, tokens_for
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 ADMIN_PASSWORD = "an admin passphrase 42"
@@ -107,19 +105,18 @@ async def _user_count(database_url: str, tmp_path: Path) -> int:
 
 async def _login_role(database_url: str, tmp_path: Path, username: str, password: str) -> str:
     """Signs in through the API and returns the role `/users/me` reports."""
-    app = create_app(make_settings(database_url, tmp_path / "app"))
-    try:
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-            tokens = await tokens_for(client, username, password)
-            me = await client.get(
-                "/api/v1/users/me", headers={"Authorization": f"Bearer {tokens['access_token']}"}
-            )
-            assert me.status_code == 200
-            role: str = me.json()["role"]
-            return role
-    finally:
-        await app.state.database.dispose()
+    async with client_for(make_settings(database_url, tmp_path / "app")) as (_, client):
+        tokens = await tokens_for(client, username, password)
+        me = await client.get("/api/v1/users/me", headers=bearer(tokens["access_token"]))
+        assert me.status_code == 200
+        role: str = me.json()["role"]
+        return role
+
+
+def _create_admin(username: str, email: str, password: str) -> tuple[str, ...]:
+    """The arguments of `python -m app create-admin` for this account."""
+    options = ("--username", username, "--email", email, "--password", password)
+    return ("-m", "app", "create-admin", *options)
 
 
 async def test_migrate_builds_an_empty_database_and_creates_the_first_admin(
@@ -184,15 +181,9 @@ async def test_migrate_on_a_migrated_database_creates_the_admin_once(
 async def test_migrate_leaves_an_existing_user_of_that_name_alone(
     run_app: Runner, database_url: str, tmp_path: Path
 ) -> None:
-    app = create_app(make_settings(database_url, tmp_path / "app"))
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-        registered = await client.post(
-            "/api/v1/users",
-            json={"username": "Boss", "email": "someone@example.com", "password": "their own pw"},
-        )
+    async with client_for(make_settings(database_url, tmp_path / "app")) as (_, client):
+        registered = await register(client, "Boss", "their own pw", email="someone@example.com")
         assert registered.status_code == 201
-    await app.state.database.dispose()
     before = await _admin_row(database_url, tmp_path, "Boss")
 
     result = run_app("-m", "app", "migrate", DATABASE_URL=database_url, **FIRST_ADMIN)
@@ -227,16 +218,7 @@ async def test_create_admin_makes_an_admin_who_can_sign_in(
     run_app: Runner, database_url: str, tmp_path: Path
 ) -> None:
     result = run_app(
-        "-m",
-        "app",
-        "create-admin",
-        "--username",
-        "ops",
-        "--email",
-        "ops@example.com",
-        "--password",
-        ADMIN_PASSWORD,
-        DATABASE_URL=database_url,
+        *_create_admin("ops", "ops@example.com", ADMIN_PASSWORD), DATABASE_URL=database_url
     )
     assert result.returncode == 0, result.stderr
     assert ADMIN_PASSWORD not in result.stdout + result.stderr
@@ -251,21 +233,14 @@ async def test_create_admin_makes_an_admin_who_can_sign_in(
 async def test_create_admin_refuses_a_taken_name(
     run_app: Runner, database_url: str, tmp_path: Path
 ) -> None:
-    arguments = ("-m", "app", "create-admin", "--username", "ops", "--email", "ops@example.com")
-    first = run_app(*arguments, "--password", ADMIN_PASSWORD, DATABASE_URL=database_url)
+    first = run_app(
+        *_create_admin("ops", "ops@example.com", ADMIN_PASSWORD), DATABASE_URL=database_url
+    )
     assert first.returncode == 0, first.stderr
     before = await _admin_row(database_url, tmp_path, "ops")
 
     second = run_app(
-        "-m",
-        "app",
-        "create-admin",
-        "--username",
-        "OPS",
-        "--email",
-        "other@example.com",
-        "--password",
-        "another passphrase",
+        *_create_admin("OPS", "other@example.com", "another passphrase"),
         DATABASE_URL=database_url,
     )
     assert second.returncode != 0
@@ -277,18 +252,7 @@ async def test_create_admin_refuses_a_taken_name(
 async def test_create_admin_refuses_an_invalid_account_without_echoing_it(
     run_app: Runner, database_url: str, tmp_path: Path
 ) -> None:
-    result = run_app(
-        "-m",
-        "app",
-        "create-admin",
-        "--username",
-        "ops",
-        "--email",
-        "not-an-email",
-        "--password",
-        "short7!",
-        DATABASE_URL=database_url,
-    )
+    result = run_app(*_create_admin("ops", "not-an-email", "short7!"), DATABASE_URL=database_url)
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr

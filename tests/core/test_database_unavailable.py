@@ -11,6 +11,7 @@ rather than stalls; they assert no timings.
 import asyncio
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
@@ -19,17 +20,16 @@ import pytest
 from jose import jwt
 from sqlalchemy.engine import make_url
 
-from app.main import create_app
 from tests.conftest import TEST_SECRET_KEY, make_settings
 from tests.core.conftest import LogLines
-from tests.support import assert_problem
+from tests.support import assert_problem, bearer, client_for
 from tests.tcp_proxy import TcpProxy
 
 # Far above the contract's 5 seconds: only a hang trips it.
 DEADLINE_SECONDS = 30
 FAST_FAILURE = {"db_connect_timeout": 1.0, "db_command_timeout": 1.0, "db_pool_timeout": 1.0}
 
-ClientFor = Callable[[str], Awaitable[httpx.AsyncClient]]
+ClientOn = Callable[[str], Awaitable[httpx.AsyncClient]]
 
 
 def _closed_port() -> int:
@@ -40,25 +40,16 @@ def _closed_port() -> int:
 
 
 @pytest.fixture
-async def client_for(tmp_path: Path) -> AsyncIterator[ClientFor]:
+async def client_on(tmp_path: Path) -> AsyncIterator[ClientOn]:
     """A client for an app on the given database URL (which need not answer)."""
-    apps = []
-    clients: list[httpx.AsyncClient] = []
+    async with AsyncExitStack() as stack:
 
-    async def build(url: str) -> httpx.AsyncClient:
-        app = create_app(make_settings(url, tmp_path / "data", **FAST_FAILURE))
-        apps.append(app)
-        client = httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://testserver"
-        )
-        clients.append(client)
-        return client
+        async def build(url: str) -> httpx.AsyncClient:
+            settings = make_settings(url, tmp_path / "data", **FAST_FAILURE)
+            _, client = await stack.enter_async_context(client_for(settings))
+            return client
 
-    yield build
-    for client in clients:
-        await client.aclose()
-    for app in apps:
-        await app.state.database.dispose()
+        yield build
 
 
 def _token(token_type: str, user_id: int = 1) -> str:
@@ -79,7 +70,7 @@ def _token(token_type: str, user_id: int = 1) -> str:
 
 
 def _requests_needing_the_database() -> list[tuple[str, str, dict[str, Any]]]:
-    bearer = {"Authorization": f"Bearer {_token('access')}"}
+    headers = bearer(_token("access"))
     return [
         ("GET", "/api/v1/products", {}),
         ("GET", "/api/v1/products/1", {}),
@@ -97,8 +88,8 @@ def _requests_needing_the_database() -> list[tuple[str, str, dict[str, Any]]]:
         ("POST", "/api/v1/auth/token", {"data": {"username": "quinn", "password": "x" * 10}}),
         ("POST", "/api/v1/auth/refresh", {"json": {"refresh_token": _token("refresh")}}),
         ("POST", "/api/v1/auth/logout", {"json": {"refresh_token": _token("refresh")}}),
-        ("GET", "/api/v1/users/me", {"headers": bearer}),
-        ("POST", "/api/v1/products", {"json": {"name": "Cup", "price": 1}, "headers": bearer}),
+        ("GET", "/api/v1/users/me", {"headers": headers}),
+        ("POST", "/api/v1/products", {"json": {"name": "Cup", "price": 1}, "headers": headers}),
     ]
 
 
@@ -119,17 +110,17 @@ async def _assert_unavailable(client: httpx.AsyncClient) -> None:
 
 
 async def test_a_refused_connection_gives_503_on_every_database_route(
-    client_for: ClientFor,
+    client_on: ClientOn,
 ) -> None:
-    client = await client_for(f"postgresql+asyncpg://postgres@127.0.0.1:{_closed_port()}/x")
+    client = await client_on(f"postgresql+asyncpg://postgres@127.0.0.1:{_closed_port()}/x")
     await _assert_unavailable(client)
 
 
 async def test_the_503_reveals_no_connection_details(
-    client_for: ClientFor, service_log: LogLines
+    client_on: ClientOn, service_log: LogLines
 ) -> None:
     port = _closed_port()
-    client = await client_for(f"postgresql+asyncpg://dbuser:hunter2@127.0.0.1:{port}/shopdb")
+    client = await client_on(f"postgresql+asyncpg://dbuser:hunter2@127.0.0.1:{port}/shopdb")
     response = await client.get("/api/v1/products", headers={"X-Request-ID": "outage-1"})
     assert_problem(response, 503)
     for secret in ("hunter2", "dbuser", "shopdb", str(port), "Errno", "refused"):
@@ -140,7 +131,7 @@ async def test_the_503_reveals_no_connection_details(
     assert "hunter2" not in service_log.text
 
 
-async def test_a_server_that_never_answers_gives_503_not_a_hang(client_for: ClientFor) -> None:
+async def test_a_server_that_never_answers_gives_503_not_a_hang(client_on: ClientOn) -> None:
     accepted: list[asyncio.StreamWriter] = []
 
     async def swallow(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -149,7 +140,7 @@ async def test_a_server_that_never_answers_gives_503_not_a_hang(client_for: Clie
     server = await asyncio.start_server(swallow, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     try:
-        client = await client_for(f"postgresql+asyncpg://postgres@127.0.0.1:{port}/x")
+        client = await client_on(f"postgresql+asyncpg://postgres@127.0.0.1:{port}/x")
         async with asyncio.timeout(DEADLINE_SECONDS):
             response = await client.get("/api/v1/products")
         assert_problem(response, 503)
@@ -166,17 +157,17 @@ async def test_a_server_that_never_answers_gives_503_not_a_hang(client_for: Clie
 
 
 async def test_a_sqlite_file_that_cannot_be_opened_gives_503(
-    client_for: ClientFor, tmp_path: Path
+    client_on: ClientOn, tmp_path: Path
 ) -> None:
     # A directory where the database file should be: SQLite cannot open it.
     directory = tmp_path / "not-a-file.db"
     directory.mkdir()
-    client = await client_for(f"sqlite+aiosqlite:///{directory}")
+    client = await client_on(f"sqlite+aiosqlite:///{directory}")
     await _assert_unavailable(client)
 
 
 async def test_a_service_started_while_the_database_is_down_serves_when_it_returns(
-    backend: str, database_url: str, client_for: ClientFor
+    backend: str, database_url: str, client_on: ClientOn
 ) -> None:
     if backend != "postgresql":
         pytest.skip("needs a database server to take away")
@@ -186,7 +177,7 @@ async def test_a_service_started_while_the_database_is_down_serves_when_it_retur
     await proxy.refuse()  # the port is known, nothing listens on it
     try:
         url = target.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
-        client = await client_for(url)
+        client = await client_on(url)
         async with asyncio.timeout(DEADLINE_SECONDS):
             down = await client.get("/api/v1/products")
         assert_problem(down, 503)

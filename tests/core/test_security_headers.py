@@ -1,12 +1,9 @@
 """Security headers on every response, and CORS only for the configured origins."""
 
-from pathlib import Path
-
 import httpx
 import pytest
 
-from app.main import create_app
-from tests.conftest import make_settings
+from tests.core.conftest import ClientFactory
 from tests.support import Account
 
 
@@ -95,15 +92,8 @@ async def test_hsts_follows_a_trusted_proxy_that_says_https(client: httpx.AsyncC
 
 
 @pytest.fixture
-async def cors_client(database_url: str, tmp_path: Path):  # type: ignore[no-untyped-def]
-    settings = make_settings(
-        database_url, tmp_path, cors_origins=["https://shop.example.com", "http://localhost:3000"]
-    )
-    app = create_app(settings)
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-        yield client
-    await app.state.database.dispose()
+async def cors_client(make_client: ClientFactory) -> httpx.AsyncClient:
+    return await make_client(cors_origins=["https://shop.example.com", "http://localhost:3000"])
 
 
 async def test_cors_allows_a_configured_origin(cors_client: httpx.AsyncClient) -> None:

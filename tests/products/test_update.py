@@ -488,76 +488,47 @@ async def test_malformed_json_on_unknown_product_is_422(
     assert ["body"] in error_locations(response)
 
 
+VALID = {"name": "x", "price": 1}
+
+
+# Each case breaks several rules at once, always with a stale If-Match; the
+# earliest check answers, and the product is left as it was.
 @pytest.mark.parametrize("method", ["PUT", "PATCH"])
-async def test_invalid_body_on_others_product_with_stale_if_match_is_422(
-    client: httpx.AsyncClient, user: Account, other_user: Account, method: str
-) -> None:
-    product = await full_product(client, user)
-    response = await client.request(
-        method,
-        product_url(product["id"]),
-        json={"name": "", "price": 1},
-        headers={**other_user.headers, "If-Match": '"9"'},
-    )
-    assert_problem(response, 422)
-
-
-@pytest.mark.parametrize("method", ["PUT", "PATCH"])
-async def test_unknown_product_for_another_user_with_if_match_is_404(
-    client: httpx.AsyncClient, user: Account, other_user: Account, method: str
-) -> None:
-    await full_product(client, user)
-    response = await client.request(
-        method,
-        product_url(4242),
-        json={"name": "x", "price": 1},
-        headers={**other_user.headers, "If-Match": '"9"'},
-    )
-    assert_problem(response, 404)
-
-
-@pytest.mark.parametrize("method", ["PUT", "PATCH"])
-async def test_others_product_with_stale_if_match_is_403(
-    client: httpx.AsyncClient, user: Account, other_user: Account, db: DatabaseProbe, method: str
-) -> None:
-    product = await full_product(client, user)
-    response = await client.request(
-        method,
-        product_url(product["id"]),
-        json={"name": "x", "price": 1},
-        headers={**other_user.headers, "If-Match": '"9"'},
-    )
-    assert_problem(response, 403)
-    assert (await stored(db, product["id"])).version == 1
-
-
-@pytest.mark.parametrize("method", ["PUT", "PATCH"])
-async def test_owner_with_stale_if_match_is_412(
-    client: httpx.AsyncClient, user: Account, method: str
-) -> None:
-    product = await full_product(client, user)
-    response = await client.request(
-        method,
-        product_url(product["id"]),
-        json={"name": "x", "price": 1},
-        headers={**user.headers, "If-Match": '"9"'},
-    )
-    assert_problem(response, 412)
-
-
-@pytest.mark.parametrize("method", ["PUT", "PATCH"])
-async def test_sku_conflict_with_stale_if_match_is_412(
-    client: httpx.AsyncClient, user: Account, method: str
+@pytest.mark.parametrize(
+    ("by_owner", "known", "body", "status"),
+    [
+        pytest.param(False, True, {"name": "", "price": 1}, 422, id="others-and-invalid-is-422"),
+        pytest.param(False, False, VALID, 404, id="unknown-for-another-user-is-404"),
+        pytest.param(False, True, VALID, 403, id="others-product-is-403"),
+        pytest.param(True, True, VALID, 412, id="owner-is-412"),
+        pytest.param(True, True, {**VALID, "sku": "TAKEN"}, 412, id="sku-conflict-is-412"),
+    ],
+)
+async def test_with_a_stale_if_match_the_earliest_failing_check_answers(
+    client: httpx.AsyncClient,
+    user: Account,
+    other_user: Account,
+    db: DatabaseProbe,
+    method: str,
+    by_owner: bool,
+    known: bool,
+    body: dict[str, Any],
+    status: int,
 ) -> None:
     await create_product(client, user, name="Other", sku="TAKEN")
     product = await full_product(client, user)
+    caller = user if by_owner else other_user
+
     response = await client.request(
         method,
-        product_url(product["id"]),
-        json={"name": "x", "price": 1, "sku": "TAKEN"},
-        headers={**user.headers, "If-Match": '"9"'},
+        product_url(product["id"] if known else 4242),
+        json=body,
+        headers={**caller.headers, "If-Match": '"9"'},
     )
-    assert_problem(response, 412)
+
+    assert_problem(response, status)
+    row = await stored(db, product["id"])
+    assert (row.version, row.name, row.sku) == (1, FULL["name"], FULL["sku"])
 
 
 @pytest.mark.parametrize("method", ["PUT", "PATCH"])

@@ -7,7 +7,16 @@ import httpx
 from sqlalchemy import func, select
 
 from app.users.models import User
-from tests.support import DatabaseProbe, assert_problem
+from tests.support import (
+    Account,
+    DatabaseProbe,
+    assert_problem,
+    assert_unauthenticated,
+    login,
+    refresh,
+)
+
+ME = "/api/v1/users/me"
 
 USER_FIELDS = {
     "id",
@@ -53,10 +62,19 @@ def assert_user_body(body: Any) -> dict[str, Any]:
     return body
 
 
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
+async def create_product(client: httpx.AsyncClient, owner: Account, name: str) -> int:
+    """Creates a product of `owner` through the API and returns its id."""
+    response = await client.post(
+        "/api/v1/products", json={"name": name, "price": "5.00"}, headers=owner.headers
+    )
+    assert response.status_code == 201, response.text
+    product_id: int = response.json()["id"]
+    return product_id
 
 
-def assert_unauthenticated(response: httpx.Response) -> None:
-    assert_problem(response, 401)
-    assert response.headers["www-authenticate"].startswith("Bearer")
+async def assert_locked_out(client: httpx.AsyncClient, account: Account) -> None:
+    """The account's access token, refresh token and password all stopped working."""
+    assert_unauthenticated(await client.get(ME, headers=account.headers))
+    assert_unauthenticated(await refresh(client, account.refresh_token))
+    signed_in = await login(client, account.username, account.password)
+    assert assert_problem(signed_in, 400)["error"] == "invalid_grant"

@@ -21,21 +21,23 @@ from tests.support import (
     Account,
     DatabaseProbe,
     assert_problem,
+    assert_unauthenticated,
+    bearer,
     create_account,
     error_locations,
     login,
 )
 from tests.users.common import (
-    assert_unauthenticated,
+    ME,
+    assert_locked_out,
     assert_user_body,
     assert_utc_time,
-    bearer,
+    create_product,
     stored_user,
     user_count,
 )
 
 USERS = "/api/v1/users"
-ME = "/api/v1/users/me"
 
 
 def user_url(user_id: object) -> str:
@@ -46,15 +48,6 @@ async def snapshot(db: DatabaseProbe, user_id: int) -> dict[str, Any]:
     """Every stored column of a user, to show that a refused request changed nothing."""
     stored = await stored_user(db, user_id)
     return {column: getattr(stored, column) for column in User.__table__.columns.keys()}  # noqa: SIM118
-
-
-async def create_product(client: httpx.AsyncClient, owner: Account, name: str) -> int:
-    response = await client.post(
-        "/api/v1/products", json={"name": name, "price": "5.00"}, headers=owner.headers
-    )
-    assert response.status_code == 201, response.text
-    product_id: int = response.json()["id"]
-    return product_id
 
 
 # Each admin route, with a valid body where it takes one: (method, path template, body).
@@ -468,13 +461,7 @@ async def test_deactivating_a_user_ends_their_tokens_and_their_logins(
     assert response.status_code == 200, response.text
     assert response.json()["is_active"] is False
     assert (await stored_user(db, user.id)).is_active is False
-    assert_unauthenticated(await client.get(ME, headers=user.headers))
-    refreshed = await client.post(
-        "/api/v1/auth/refresh", json={"refresh_token": user.refresh_token}
-    )
-    assert_unauthenticated(refreshed)
-    signed_in = await login(client, user.username, user.password)
-    assert assert_problem(signed_in, 400)["error"] == "invalid_grant"
+    await assert_locked_out(client, user)
     # The admin still sees the account.
     read = await client.get(user_url(user.id), headers=admin.headers)
     assert read.json()["is_active"] is False
@@ -545,13 +532,7 @@ async def test_a_user_deleted_by_an_admin_loses_their_tokens(
 ) -> None:
     assert (await client.delete(user_url(user.id), headers=admin.headers)).status_code == 204
 
-    assert_unauthenticated(await client.get(ME, headers=user.headers))
-    refreshed = await client.post(
-        "/api/v1/auth/refresh", json={"refresh_token": user.refresh_token}
-    )
-    assert_unauthenticated(refreshed)
-    signed_in = await login(client, user.username, user.password)
-    assert assert_problem(signed_in, 400)["error"] == "invalid_grant"
+    await assert_locked_out(client, user)
 
 
 async def test_admin_routes_take_a_trailing_slash(

@@ -11,11 +11,20 @@ import asyncio
 import httpx
 import pytest
 
-from tests.support import Account, DatabaseProbe, assert_problem, error_locations, login, tokens_for
-from tests.users.common import assert_unauthenticated, bearer, stored_user
+from tests.support import (
+    Account,
+    DatabaseProbe,
+    assert_problem,
+    assert_unauthenticated,
+    bearer,
+    error_locations,
+    login,
+    refresh,
+    tokens_for,
+)
+from tests.users.common import ME, stored_user
 
 URL = "/api/v1/users/me/password"
-ME = "/api/v1/users/me"
 NEW_PASSWORD = "a different long passphrase"
 
 
@@ -25,10 +34,6 @@ async def change_password(
     return await client.post(
         URL, json={"current_password": current, "new_password": new}, headers=account.headers
     )
-
-
-async def refresh(client: httpx.AsyncClient, refresh_token: str) -> httpx.Response:
-    return await client.post("/api/v1/auth/refresh", json={"refresh_token": refresh_token})
 
 
 async def test_password_change_answers_204_and_stores_a_new_argon2id_hash(

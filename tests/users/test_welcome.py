@@ -14,8 +14,8 @@ import json
 import logging
 import socket
 import threading
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
+from contextlib import AbstractAsyncContextManager
 from email.message import Message
 from pathlib import Path
 from typing import Any
@@ -26,10 +26,15 @@ from aiosmtpd.controller import Controller
 from fastapi import FastAPI
 
 from app.core.config import Settings
-from app.core.logging import configure_logging
-from app.main import create_app
 from tests.conftest import make_settings
-from tests.support import DatabaseProbe, assert_problem, login
+from tests.support import (
+    DatabaseProbe,
+    assert_problem,
+    bearer,
+    client_for,
+    login,
+    service_logging,
+)
 from tests.users.common import stored_user, user_count
 
 URL = "/api/v1/users"
@@ -98,10 +103,10 @@ def inbox() -> Iterator[tuple[Inbox, int]]:
         controller.stop()
 
 
-@asynccontextmanager
-async def app_with_smtp(
+def app_with_smtp(
     database_url: str, tmp_path: Path, port: int, **overrides: Any
-) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+) -> AbstractAsyncContextManager[tuple[FastAPI, httpx.AsyncClient]]:
+    """An app (with a client) that mails the welcome through the SMTP server on `port`."""
     settings = make_settings(
         database_url,
         tmp_path / "smtp-data",
@@ -111,47 +116,16 @@ async def app_with_smtp(
         smtp_from="shop@example.net",
         **overrides,
     )
-    app = create_app(settings)
-    try:
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-            yield app, client
-    finally:
-        await app.state.database.dispose()
-
-
-_TOUCHED_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "gunicorn.error", "aiosqlite")
+    return client_for(settings)
 
 
 @pytest.fixture
 def debug_log(settings: Settings) -> Iterator[io.StringIO]:
-    """The service's own logging at LOG_LEVEL=DEBUG, written into a buffer.
-
-    Put back afterwards, so that other tests keep pytest's capture.
-    """
-    root = logging.getLogger()
-    saved_root = (root.handlers[:], root.level)
-    saved = {
-        name: (logger.handlers[:], logger.propagate, logger.disabled, logger.level)
-        for name in _TOUCHED_LOGGERS
-        for logger in [logging.getLogger(name)]
-    }
-    configure_logging(settings.model_copy(update={"log_level": "DEBUG", "log_format": "json"}))
-    buffer = io.StringIO()
-    handler = root.handlers[0]
-    assert isinstance(handler, logging.StreamHandler)
-    handler.setStream(buffer)
-    try:
+    """The service's own logging at LOG_LEVEL=DEBUG, written into a buffer."""
+    with service_logging(
+        settings.model_copy(update={"log_level": "DEBUG", "log_format": "json"})
+    ) as buffer:
         yield buffer
-    finally:
-        root.handlers[:], level = saved_root
-        root.setLevel(level)
-        for name, (handlers, propagate, disabled, own_level) in saved.items():
-            logger = logging.getLogger(name)
-            logger.handlers[:] = handlers
-            logger.propagate = propagate
-            logger.disabled = disabled
-            logger.setLevel(own_level)
 
 
 def notification_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -215,7 +189,7 @@ async def test_no_log_line_shows_a_password_or_its_hash(
     assert_problem(await client.post(URL, json={**CAROL, "username": "bad name"}), 422)
     assert_problem(await login(client, "carol", wrong_guess), 400)
     tokens = (await login(client, "carol", PASSWORD)).json()
-    headers = {"Authorization": f"Bearer {tokens['access_token']}"}
+    headers = bearer(tokens["access_token"])
     wrong_current = await client.post(
         URL + "/me/password",
         json={"current_password": wrong_guess, "new_password": new_password},
