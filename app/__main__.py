@@ -26,7 +26,7 @@ async def _create_admin(settings: Settings, username: str, email: str, password:
     database = Database(settings)
     try:
         async with database.sessionmaker() as session, session.begin():
-            service = UserService(session, PasswordHasher(settings))
+            service = UserService(session, PasswordHasher(settings), settings)
             return await service.ensure_admin(username, email, password)
     finally:
         await database.dispose()

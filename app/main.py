@@ -93,6 +93,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         swagger_ui_parameters={"persistAuthorization": False},
     )
     app.dependency_overrides[get_settings] = lambda: settings
+    app.state.settings = settings
     app.state.database = database
     app.state.schema_head = head_revision()
     app.state.password_hasher = PasswordHasher(settings)

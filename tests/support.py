@@ -146,7 +146,7 @@ async def create_admin(
     hasher: PasswordHasher = app.state.password_hasher
     async with database.sessionmaker() as session, session.begin():
         data = UserCreate(username=username, email=f"{username}@example.com", password=password)
-        created = await UserService(session, hasher).ensure_admin(
+        created = await UserService(session, hasher, app.state.settings).ensure_admin(
             data.username, data.email, data.password
         )
         assert created

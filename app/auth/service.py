@@ -1,14 +1,13 @@
-import math
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.models import RefreshFamily, RefreshToken
-from app.auth.repository import LoginFailureRepository, RefreshTokenRepository
+from app.auth.repository import RefreshTokenRepository
+from app.auth.throttle import LoginThrottle, throttle_key
 from app.core.config import Settings
-from app.core.exceptions import InvalidGrant, NotAuthenticated, RateLimited, RefreshTokenReused
+from app.core.exceptions import InvalidGrant, NotAuthenticated, RefreshTokenReused
 from app.core.models import utc_now
 from app.core.security import PasswordHasher, TokenCodec
 from app.users.models import User
@@ -32,11 +31,9 @@ class AuthService:
     ) -> None:
         self._users = UserRepository(session)
         self._tokens = RefreshTokenRepository(session)
-        self._failures = LoginFailureRepository(session)
+        self._throttle = LoginThrottle(session, settings)
         self._hasher = hasher
         self._codec = codec
-        self._max_failures = settings.login_max_failures
-        self._window = timedelta(seconds=settings.login_window_seconds)
 
     async def login(self, name: str, password: str) -> TokenPair:
         """Password grant, throttled per account.
@@ -46,22 +43,8 @@ class AuthService:
         time tells an attacker who has an account.
         """
         user = await self._users.get_by_login(name)
-        # One count per account (its username and email share it); for a
-        # name nobody has, one count per name as typed, ignoring case.
-        key = f"user:{user.id}" if user is not None else f"name:{name.casefold()}"
-        await self._failures.lock(key)
-
-        now = utc_now()
-        recent = await self._failures.list_recent(
-            key, since=now - self._window, limit=self._max_failures
-        )
-        if len(recent) >= self._max_failures:
-            # Allowed again once the oldest of the last N failures leaves the window.
-            wait = (recent[self._max_failures - 1] + self._window - now).total_seconds()
-            raise RateLimited(
-                "Too many failed logins for this account; try again later.",
-                retry_after=max(1, math.ceil(wait)),
-            )
+        key = throttle_key(user, name)
+        await self._throttle.check(key)
 
         if user is None:
             await self._hasher.burn_time(password)
@@ -70,10 +53,10 @@ class AuthService:
             verified, new_hash = await self._hasher.verify(password, user.password_hash)
 
         if user is None or not verified or not user.is_active:
-            await self._failures.add(key, now, forget_before=now - self._window)
+            await self._throttle.record_failure(key)
             raise InvalidGrant("Incorrect username or password.")
 
-        await self._failures.clear(key)
+        await self._throttle.reset(key)
         if new_hash is not None:  # hashing parameters changed since this hash was made
             user.password_hash = new_hash
         return self._issue_pair(user, family=None)

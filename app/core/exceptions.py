@@ -32,6 +32,12 @@ class PermissionDenied(DomainError):
     pass
 
 
+class WrongPassword(PermissionDenied):
+    """A wrong current password: refused, and counted against the account's throttle."""
+
+    keeps_changes = True  # the failure it counts must outlive the 403
+
+
 class NotFound(DomainError):
     pass
 

@@ -22,6 +22,8 @@ logger = logging.getLogger("app.errors")
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 DATABASE_RETRY_AFTER_SECONDS = 5
+# A body of a million unknown keys must not earn a response larger than itself.
+MAX_REPORTED_ERRORS = 100
 
 # Reason phrases as RFC 9110 names them (Python 3.11 still has the older ones).
 _TITLES = {413: "Content Too Large", 422: "Unprocessable Content"}
@@ -208,11 +210,15 @@ def validation_issues(errors: Sequence[Any]) -> list[dict[str, Any]]:
 async def _on_validation_error(request: Request, error: Exception) -> JSONResponse:
     if not isinstance(error, RequestValidationError):
         raise TypeError(error)
-    issues = validation_issues(error.errors())
-    count = len(issues)
-    detail = "The request is not valid: " + (
-        "see the error below." if count == 1 else f"see the {count} errors below."
-    )
+    found = error.errors()
+    count = len(found)
+    if count == 1:
+        detail = "The request is not valid: see the error below."
+    elif count <= MAX_REPORTED_ERRORS:
+        detail = f"The request is not valid: see the {count} errors below."
+    else:
+        detail = f"The request is not valid: {count} errors, the first {MAX_REPORTED_ERRORS} below."
+    issues = validation_issues(found[:MAX_REPORTED_ERRORS])
     return problem_response(422, detail, request.url.path, errors=issues)
 
 

@@ -92,7 +92,7 @@ _DESCRIPTIONS = {
     412: "`If-Match` does not match the current `ETag`.",
     413: "The request body is larger than `MAX_BODY_BYTES`.",
     422: "The request is not valid; `errors` says where and why.",
-    429: "Too many failed logins for this account; retry after `Retry-After` seconds.",
+    429: "Too many wrong passwords for this account; retry after `Retry-After` seconds.",
     503: "The database is unavailable; retry after `Retry-After` seconds.",
 }
 
@@ -116,7 +116,7 @@ _EXAMPLE_DETAILS = {
     412: "If-Match does not match the current version (3).",
     413: "The request body is larger than 1048576 bytes.",
     422: "The request is not valid: see the error below.",
-    429: "Too many failed logins for this account; try again later.",
+    429: "Too many failed password attempts for this account; try again later.",
     503: "The database is unavailable; try again shortly.",
 }
 

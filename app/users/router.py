@@ -4,7 +4,7 @@ from fastapi import APIRouter, BackgroundTasks, Depends, Request, Response, stat
 
 from app.auth.dependencies import CurrentUser
 from app.core.database import SessionDep
-from app.core.dependencies import PasswordHasherDep
+from app.core.dependencies import PasswordHasherDep, SettingsDep
 from app.core.notifications import Mailer, send_welcome
 from app.core.params import IdPath, PageParams
 from app.core.routing import ApiRoute, problem_responses
@@ -21,8 +21,10 @@ from app.users.service import UserService
 router = APIRouter(prefix="/users", tags=["users"], route_class=ApiRoute)
 
 
-def get_user_service(session: SessionDep, hasher: PasswordHasherDep) -> UserService:
-    return UserService(session, hasher)
+def get_user_service(
+    session: SessionDep, hasher: PasswordHasherDep, settings: SettingsDep
+) -> UserService:
+    return UserService(session, hasher, settings)
 
 
 def get_mailer(request: Request) -> Mailer:
@@ -91,9 +93,16 @@ async def update_me(data: UserUpdate, user: CurrentUser, users: UserServiceDep) 
     "/me/password",
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Change your password",
-    description="Needs the current password. Every access and refresh token issued before "
-    "the change stops working at once.",
-    responses=problem_responses(*_SIGNED_IN, 403, _403="The current password is not correct."),
+    description="Needs the current password; wrong ones count against the account's login "
+    "throttle. Every access and refresh token issued before the change stops working at once.",
+    responses=problem_responses(
+        *_SIGNED_IN,
+        403,
+        429,
+        _403="The current password is not correct (the attempt counts against the account).",
+        _429="Too many wrong passwords for this account, here or at sign-in; retry after "
+        "`Retry-After` seconds.",
+    ),
 )
 async def change_password(data: PasswordChange, user: CurrentUser, users: UserServiceDep) -> None:
     await users.change_password(user, data.current_password, data.new_password)

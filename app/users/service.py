@@ -5,8 +5,10 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.repository import RefreshTokenRepository
+from app.auth.throttle import LoginThrottle, throttle_key
+from app.core.config import Settings
 from app.core.database import DuplicateValue
-from app.core.exceptions import Conflict, NotFound, PermissionDenied
+from app.core.exceptions import Conflict, NotFound, PermissionDenied, WrongPassword
 from app.core.models import utc_now
 from app.core.security import PasswordHasher
 from app.users.models import Role, User
@@ -17,9 +19,10 @@ logger = logging.getLogger(__name__)
 
 
 class UserService:
-    def __init__(self, session: AsyncSession, hasher: PasswordHasher) -> None:
+    def __init__(self, session: AsyncSession, hasher: PasswordHasher, settings: Settings) -> None:
         self._users = UserRepository(session)
         self._refresh_tokens = RefreshTokenRepository(session)
+        self._throttle = LoginThrottle(session, settings)
         self._hasher = hasher
 
     async def register(self, data: UserCreate, *, role: Role = Role.USER) -> User:
@@ -65,10 +68,19 @@ class UserService:
         return await self.update(await self.get(actor, user_id), data)
 
     async def change_password(self, user: User, current: str, new: str) -> None:
-        """Every token issued before the change stops working, access and refresh alike."""
+        """Every token issued before the change stops working, access and refresh alike.
+
+        Wrong current passwords count against the account's login throttle:
+        a stolen access token must not turn this route into a way of
+        guessing the password without limit.
+        """
+        key = throttle_key(user, user.username)
+        await self._throttle.check(key)
         verified, _ = await self._hasher.verify(current, user.password_hash)
         if not verified:
-            raise PermissionDenied("The current password is not correct.")
+            await self._throttle.record_failure(key)
+            raise WrongPassword("The current password is not correct.")
+        await self._throttle.reset(key)
         user.password_hash = await self._hasher.hash(new)
         await self._end_sessions(user)
         await self._users.update(user, {})
