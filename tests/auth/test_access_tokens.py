@@ -8,6 +8,7 @@ changed password since; a token issued after a password change working at
 once; and keys from PREVIOUS_SECRET_KEYS still being accepted.
 """
 
+import base64
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -338,3 +339,36 @@ async def test_crafted_token_signed_with_the_right_key_is_accepted(
     response = await me(client, bearer(token))
 
     assert response.status_code == 200, response.text
+
+
+async def test_a_kid_header_is_ignored_not_used_to_find_a_key(
+    client: httpx.AsyncClient, user: Account
+) -> None:
+    # No key ids are configured, so the header names nothing: a token signed
+    # with the service's key works whatever its kid says, and one signed with
+    # another key fails whatever its kid says.
+    claims = claims_of(user.access_token) | {"jti": new_jti()}
+    for kid in ("previous", "../../etc/passwd", "' OR 1=1 --"):
+        ours = jwt.encode(
+            claims, TEST_SECRET_KEY, algorithm="HS256", headers={"typ": "at+jwt", "kid": kid}
+        )
+        assert (await me(client, bearer(ours))).status_code == 200
+        theirs = jwt.encode(
+            claims, OTHER_KEY, algorithm="HS256", headers={"typ": "at+jwt", "kid": kid}
+        )
+        assert_unauthorized(await me(client, bearer(theirs)))
+
+
+async def test_a_key_embedded_in_the_token_is_not_trusted(
+    client: httpx.AsyncClient, user: Account
+) -> None:
+    # RFC 8725 3.10: a token must not choose the key it is checked with.
+    claims = claims_of(user.access_token) | {"jti": new_jti()}
+    secret = base64.urlsafe_b64encode(OTHER_KEY.encode()).decode().rstrip("=")
+    headers = {
+        "typ": "at+jwt",
+        "jwk": {"kty": "oct", "k": secret},
+        "jku": "http://127.0.0.1:9/keys.json",
+    }
+    forged = jwt.encode(claims, OTHER_KEY, algorithm="HS256", headers=headers)
+    assert_unauthorized(await me(client, bearer(forged)))
