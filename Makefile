@@ -12,7 +12,7 @@ BIN := $(VENV)/bin
 # Use the interpreter that made the tools venv; never download another one.
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: install run test lint format check clean
+.PHONY: install run test lint format check clean soak
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -35,10 +35,16 @@ run: install ## Migrate, then serve with Gunicorn on 127.0.0.1:$(PORT)
 test: install ## The whole suite: SQLite, and PostgreSQL too when TEST_DATABASE_URL is set
 	$(BIN)/pytest -n auto --dist worksteal $(PYTEST_ARGS)
 
+# A mixed load against the production command on PostgreSQL, then checks (no
+# 5xx, no lost update, worker memory steady). SOAK_SECONDS (default 600),
+# SOAK_CONCURRENCY, SOAK_WORKERS, SOAK_DATABASE_URL: see bench/soak.py.
+soak: install ## Soak test; figures in bench/results/soak-latest.json
+	$(BIN)/python -m bench.soak
+
 lint: install ## What CI checks besides the tests
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy app
+	$(BIN)/mypy app bench
 
 format: install
 	$(BIN)/ruff check --fix .

@@ -76,6 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         logger.info("serving", extra={"event_loop": f"{loop.__module__}.{loop.__qualname__}"})
         yield
         await database.dispose()
+        hasher.close()
 
     app = FastAPI(
         title="Storefront API",
@@ -96,7 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.database = database
     app.state.schema_head = head_revision()
-    app.state.password_hasher = PasswordHasher(settings)
+    app.state.password_hasher = hasher = PasswordHasher(settings)
     app.state.token_codec = TokenCodec(settings)
     app.state.mailer = Mailer(settings)
 
