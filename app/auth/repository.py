@@ -6,6 +6,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.models import LoginFailure, RefreshFamily, RefreshToken
+from app.core.database import advisory_lock_id
 
 
 class RefreshTokenRepository:
@@ -66,7 +67,8 @@ class LoginFailureRepository:
         """
         bind = self._session.get_bind()
         if bind.dialect.name == "postgresql":
-            await self._session.execute(select(func.pg_advisory_xact_lock(_lock_id(key))))
+            lock = advisory_lock_id(key)
+            await self._session.execute(select(func.pg_advisory_xact_lock(lock)))
 
     async def list_recent(self, key: str, *, since: datetime, limit: int) -> Sequence[datetime]:
         """Failure times of `key` after `since`, newest first."""
@@ -101,7 +103,3 @@ class LoginFailureRepository:
 
 def _digest(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
-
-
-def _lock_id(key: str) -> int:
-    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big", signed=True)

@@ -1,5 +1,6 @@
 """Engine, sessions and the per-request unit of work."""
 
+import hashlib
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any
@@ -166,6 +167,11 @@ def _sqlite_unique_names(message: str) -> set[str]:
             name = name[len("index '") : -1]
         found.add(name)
     return found
+
+
+def advisory_lock_id(name: str) -> int:
+    """A PostgreSQL advisory lock number for `name`: its sha256's first 8 bytes, signed."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
 
 
 class DuplicateValue(Exception):

@@ -1,10 +1,9 @@
-import hashlib
 from datetime import datetime
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.database import flush_unique
+from app.core.database import advisory_lock_id, flush_unique
 from app.idempotency.models import IdempotencyKey
 
 _UNIQUE_KEYS = {"key": ("uq_idempotency_keys_user_id_key", "idempotency_keys.key")}
@@ -53,5 +52,4 @@ class IdempotencyKeyRepository:
 
 def lock_id(user_id: int, key: str) -> int:
     """The advisory lock's number: the first 8 bytes of sha256("idem:{user_id}:{key}"), signed."""
-    digest = hashlib.sha256(f"idem:{user_id}:{key}".encode()).digest()
-    return int.from_bytes(digest[:8], "big", signed=True)
+    return advisory_lock_id(f"idem:{user_id}:{key}")
