@@ -3,6 +3,7 @@
 Flags given on the command line (`--bind`, `--workers`, ...) win over these.
 """
 
+import gc
 import os
 import shutil
 import sys
@@ -74,3 +75,12 @@ def child_exit(server: object, worker: object) -> None:
 def on_exit(server: object) -> None:
     if _own_metrics_dir:
         shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def post_worker_init(worker: object) -> None:
+    # The application is loaded: its modules, routes, schemas and mappers
+    # live as long as the worker. Frozen, the garbage collector stops
+    # walking them on every full collection, pauses that otherwise land in
+    # the latency tail of whichever requests are in flight.
+    gc.collect()
+    gc.freeze()

@@ -93,7 +93,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         generate_unique_id_function=lambda route: route.name,
         swagger_ui_parameters={"persistAuthorization": False},
     )
-    app.dependency_overrides[get_settings] = lambda: settings
     app.state.settings = settings
     app.state.database = database
     app.state.schema_head = head_revision()

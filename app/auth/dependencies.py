@@ -20,7 +20,7 @@ bearer_token = OAuth2PasswordBearer(
 )
 
 
-def get_auth_service(
+async def get_auth_service(
     session: SessionDep, settings: SettingsDep, hasher: PasswordHasherDep, codec: TokenCodecDep
 ) -> AuthService:
     return AuthService(session, settings, hasher, codec)

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DisconnectionError, IntegrityError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -24,7 +24,7 @@ from app.core.exceptions import DomainError
 def create_engine(settings: Settings) -> AsyncEngine:
     url = make_url(settings.sqlalchemy_url)
     # Parameters never appear in exception messages or logs: they hold hashes.
-    options: dict[str, Any] = {"hide_parameters": True, "pool_pre_ping": True}
+    options: dict[str, Any] = {"hide_parameters": True}
     options |= {
         "pool_size": settings.db_pool_size,
         "max_overflow": settings.db_max_overflow,
@@ -32,7 +32,7 @@ def create_engine(settings: Settings) -> AsyncEngine:
     }
     if url.get_backend_name() == "sqlite":
         return _create_sqlite_engine(url.render_as_string(hide_password=False), options)
-    return create_async_engine(
+    engine = create_async_engine(
         url,
         **options,
         pool_recycle=1800,
@@ -43,6 +43,22 @@ def create_engine(settings: Settings) -> AsyncEngine:
             "server_settings": {"application_name": "storefront-api", "jit": "off"},
         },
     )
+    event.listen(engine.sync_engine, "checkout", _discard_closed_connection)
+    return engine
+
+
+def _discard_closed_connection(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+    """Never hand out a connection the server has closed (a restart, a failover).
+
+    asyncpg notices a closed socket by itself, so this costs no round trip,
+    where `pool_pre_ping` sends three (BEGIN, a ping, ROLLBACK) on every
+    checkout: a fifth of a product read's time. The pool replaces the
+    connection and tries again. A connection lost without a word fails its
+    first statement instead (a 503), and SQLAlchemy then renews every
+    connection the pool held.
+    """
+    if dbapi_connection._connection.is_closed():
+        raise DisconnectionError("the server closed this connection")
 
 
 def _create_sqlite_engine(url: str, options: dict[str, Any]) -> AsyncEngine:
@@ -109,7 +125,7 @@ class Database:
         metrics.POOL_CAPACITY.dec(self._capacity)
 
 
-def get_database(request: Request) -> Database:
+async def get_database(request: Request) -> Database:
     database: Database = request.app.state.database
     return database
 

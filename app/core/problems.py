@@ -41,12 +41,16 @@ _DOMAIN_STATUS: Sequence[tuple[type[exc.DomainError], int]] = (
 )
 
 # Failures that mean "the database cannot be reached right now", not "a bug".
-DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (
+_OUTAGES: tuple[type[Exception], ...] = (
     sqlalchemy.exc.OperationalError,
     sqlalchemy.exc.InterfaceError,
     sqlalchemy.exc.TimeoutError,
     OSError,  # asyncpg raises ConnectionRefusedError and TimeoutError unwrapped
 )
+# Also handled: any other driver error, an outage only if it cost the
+# connection (asyncpg's "connection was closed in the middle of operation"
+# is a plain DBAPIError), else a bug.
+DATABASE_ERRORS = (*_OUTAGES, sqlalchemy.exc.DBAPIError)
 # SQLite reports a mistake in a statement ("no such column") with the same
 # OperationalError as a file it cannot use; only these primary result codes
 # (BUSY, LOCKED, IOERR, FULL, CANTOPEN) mean the database is unavailable.
@@ -232,11 +236,13 @@ async def _on_integrity_error(request: Request, error: Exception) -> JSONRespons
 
 
 def _is_unavailability(error: Exception) -> bool:
+    if isinstance(error, sqlalchemy.exc.DBAPIError) and error.connection_invalidated:
+        return True
     cause = getattr(error, "orig", None)
     if isinstance(cause, sqlite3.Error):
         code = getattr(cause, "sqlite_errorcode", None)
         return code is None or code & 0xFF in _SQLITE_UNAVAILABLE_CODES
-    return True
+    return isinstance(error, _OUTAGES)
 
 
 async def _on_database_unavailable(request: Request, error: Exception) -> JSONResponse:
@@ -256,5 +262,5 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(HTTPException, _on_http_error)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(sqlalchemy.exc.IntegrityError, _on_integrity_error)
-    for error_class in DATABASE_UNAVAILABLE:
+    for error_class in DATABASE_ERRORS:
         app.add_exception_handler(error_class, _on_database_unavailable)

@@ -21,13 +21,13 @@ from app.users.service import UserService
 router = APIRouter(prefix="/users", tags=["users"], route_class=ApiRoute)
 
 
-def get_user_service(
+async def get_user_service(
     session: SessionDep, hasher: PasswordHasherDep, settings: SettingsDep
 ) -> UserService:
     return UserService(session, hasher, settings)
 
 
-def get_mailer(request: Request) -> Mailer:
+async def get_mailer(request: Request) -> Mailer:
     mailer: Mailer = request.app.state.mailer
     return mailer
 

@@ -15,6 +15,7 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 from jose import jwt
@@ -194,3 +195,33 @@ async def test_a_service_started_while_the_database_is_down_serves_when_it_retur
         assert registered.status_code == 201
     finally:
         await proxy.close()
+
+
+async def test_connections_the_server_closed_are_replaced_not_answered_with_503(
+    backend: str, database_url: str, client_on: ClientOn
+) -> None:
+    """A database restart or failover closes the pooled connections: no client sees it."""
+    if backend != "postgresql":
+        pytest.skip("needs a database server to close connections")
+    client = await client_on(database_url)
+    # Several at once, so that the pool holds several connections.
+    warm = await asyncio.gather(*(client.get("/api/v1/products") for _ in range(4)))
+    assert [r.status_code for r in warm] == [200] * 4
+
+    database = make_url(database_url).database
+    closer = await asyncpg.connect(database_url.replace("+asyncpg", ""))
+    try:
+        closed = await closer.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE datname = $1 AND pid <> pg_backend_pid()",
+            database,
+        )
+    finally:
+        await closer.close()
+    assert closed >= 1
+    await asyncio.sleep(0.2)  # the server's goodbye reaches the pooled sockets
+
+    async with asyncio.timeout(DEADLINE_SECONDS):
+        after = [await client.get("/api/v1/products") for _ in range(6)]
+        after.append(await client.get("/health/ready"))
+    assert [r.status_code for r in after] == [200] * 7

@@ -65,7 +65,8 @@ async def _assert_unavailable(client: httpx.AsyncClient) -> None:
 
 
 async def _assert_recovers(client: httpx.AsyncClient) -> None:
-    # The pool's pre-ping finds the dead connections and replaces them.
+    # A connection lost in the outage failed its statement (a 503) and made
+    # the pool renew them all; one the server closed is replaced at checkout.
     response = await client.get("/api/v1/products")
     assert response.status_code == 200, response.text
     assert (await client.get("/health/ready")).status_code == 200
