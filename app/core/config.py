@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     login_window_seconds: int = Field(default=900, ge=1)
 
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # A product page's `total` is counted exactly up to this many matches;
+    # beyond, PostgreSQL's estimate stands in (see app/products/repository.py).
+    exact_total_limit: int = Field(default=10_000, ge=0)
     cors_origins: Annotated[list[str], NoDecode] = []
     docs_enabled: bool = True
 

@@ -4,6 +4,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 
 from app.auth.dependencies import CurrentUser
 from app.core.database import SessionDep
+from app.core.dependencies import SettingsDep
 from app.core.http import ENTITY_TAG_LIST, etag, if_match, if_none_match_hits
 from app.core.params import IdPath
 from app.core.routing import ApiRoute, problem_responses
@@ -15,11 +16,11 @@ from app.products.service import ProductService
 router = APIRouter(prefix="/products", tags=["products"], route_class=ApiRoute)
 
 
-def get_product_service(session: SessionDep) -> ProductService:
-    return ProductService(session)
+async def get_product_service(session: SessionDep, settings: SettingsDep) -> ProductService:
+    return ProductService(session, settings.exact_total_limit)
 
 
-def get_idempotency_service(session: SessionDep) -> IdempotencyService:
+async def get_idempotency_service(session: SessionDep) -> IdempotencyService:
     return IdempotencyService(session)
 
 
@@ -104,18 +105,21 @@ def _stored_response_of(outcome: Outcome) -> Response:
 @router.get(
     "",
     summary="List products",
-    description="Filter, sort and page. The page is ordered stably: ties are broken by id.",
+    description="Filter, sort and page. The page is ordered stably: ties are broken by id. "
+    "Page with `offset`, or, for pages deep into a long list, with `cursor`: each page's "
+    "`next_cursor` leads to the next one, at the same cost however deep.",
     responses=problem_responses(422, 503),
 )
 async def list_products(
     query: Annotated[ProductQuery, Query()], products: ProductServiceDep
 ) -> ProductPage:
-    items, total = await products.list(query)
+    found = await products.list(query)
     return ProductPage(
-        items=[ProductRead.model_validate(p) for p in items],
-        total=total,
+        items=[ProductRead.model_validate(p) for p in found.items],
+        total=found.total,
         limit=query.limit,
         offset=query.offset,
+        next_cursor=found.next_cursor.encode() if found.next_cursor else None,
     )
 
 

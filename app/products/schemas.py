@@ -1,10 +1,18 @@
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from app.core.params import PageQuery, PositiveId
 from app.core.schemas import InputModel, Money, MultiLine, Page, SingleLine
+from app.products.paging import CURSOR_PATTERN, MAX_CURSOR_LENGTH, Cursor
 
 Name = Annotated[SingleLine, Field(min_length=1, max_length=200, examples=["Espresso cup"])]
 Description = Annotated[MultiLine, Field(max_length=5000, examples=["Porcelain, 80 ml."])]
@@ -72,11 +80,34 @@ class ProductRead(BaseModel):
     version: int = Field(description="Raised by every change; the `ETag` is this, quoted.")
 
 
+TOTAL_DESCRIPTION = (
+    "How many products match the filters, over all pages. A `total` of 10,000 or less (the "
+    "`EXACT_TOTAL_LIMIT` setting) is exact. On PostgreSQL, when the database expects more "
+    "matches than that, counting them would take as long as reading them all, so `total` is "
+    "then its estimate instead: above 10,000, and possibly off. The last page of an `offset` "
+    "walk always carries the exact count. To walk a list, follow `next_cursor` until it is "
+    "null rather than relying on `total`."
+)
+
+
 class ProductPage(Page[ProductRead]):
-    pass
+    total: int = Field(description=TOTAL_DESCRIPTION)
+    offset: int = Field(description="The `offset` asked for; 0 for a page asked by `cursor`.")
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` (with the same filters and `sort`) for the next page; "
+        "null on the last page."
+    )
 
 
 SortKey = Literal["id", "-id", "name", "-name", "price", "-price", "created_at", "-created_at"]
+
+
+CURSOR_DESCRIPTION = (
+    "Where to continue: a page's `next_cursor`, sent with the same `sort` (and filters) as that "
+    "page. Paging by cursor costs the same however far into the list it is, where a large "
+    "`offset` gets slower the larger it is; the two cannot be used together. Opaque: a cursor "
+    "this service did not make, or made for another `sort`, gets 422."
+)
 
 
 class ProductQuery(PageQuery):
@@ -89,11 +120,27 @@ class ProductQuery(PageQuery):
     sort: SortKey = Field(
         default="id", description="A field, with a leading `-` for descending; ties go by id."
     )
+    # After `sort`: its validator reads the sort.
+    cursor: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_CURSOR_LENGTH,
+        pattern=CURSOR_PATTERN,
+        description=CURSOR_DESCRIPTION,
+    )
 
     @field_validator("q")
     @classmethod
     def _empty_is_absent(cls, value: str | None) -> str | None:
         return value or None
+
+    @field_validator("cursor")
+    @classmethod
+    def _cursor_is_ours(cls, value: str | None, info: ValidationInfo) -> str | None:
+        sort = info.data.get("sort")
+        if value is not None and sort is not None:
+            Cursor.decode(value, sort)  # InvalidCursor is a ValueError: a 422 on `cursor`
+        return value
 
     @model_validator(mode="after")
     def _range_is_ordered(self) -> "ProductQuery":
@@ -101,3 +148,14 @@ class ProductQuery(PageQuery):
         if low is not None and high is not None and low > high:
             raise ValueError("min_price must not be above max_price")
         return self
+
+    @model_validator(mode="after")
+    def _cursor_or_offset(self) -> "ProductQuery":
+        if self.cursor is not None and "offset" in self.model_fields_set:
+            raise ValueError("cursor and offset cannot be used together")
+        return self
+
+    @property
+    def position(self) -> Cursor | None:
+        """The decoded `cursor` (checked already): the page starts after it."""
+        return None if self.cursor is None else Cursor.decode(self.cursor, self.sort)

@@ -1,19 +1,18 @@
-from collections.abc import Sequence
-
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.database import DuplicateValue
 from app.core.exceptions import Conflict, NotFound, PermissionDenied, PreconditionFailed
 from app.core.versioning import VersionMatch
 from app.products.models import Product
-from app.products.repository import ProductRepository
+from app.products.repository import ProductRepository, ProductSlice
 from app.products.schemas import ProductCreate, ProductPatch, ProductQuery
 from app.users.models import User
 
 
 class ProductService:
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: AsyncSession, exact_total_limit: int = 10_000) -> None:
         self._products = ProductRepository(session)
+        self._exact_total_limit = exact_total_limit
 
     async def get(self, product_id: int) -> Product:
         product = await self._products.get(product_id)
@@ -21,8 +20,8 @@ class ProductService:
             raise _missing(product_id)
         return product
 
-    async def list(self, query: ProductQuery) -> tuple[Sequence[Product], int]:
-        return await self._products.list(query)
+    async def list(self, query: ProductQuery) -> ProductSlice:
+        return await self._products.list(query, self._exact_total_limit)
 
     async def create(self, owner: User, data: ProductCreate) -> Product:
         product = Product(**data.model_dump(), owner_id=owner.id)
