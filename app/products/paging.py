@@ -1,4 +1,4 @@
-"""Keyset paging: the opaque `cursor` a product page hands out as `next_cursor`.
+"""Keyset paging: the opaque `cursor` of the next page, in a product page's `Link` header.
 
 A cursor names the last product of a page by its sort key and id: the next
 page is the products that sort after it. Unlike an offset, reaching it costs

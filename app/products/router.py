@@ -102,24 +102,42 @@ def _stored_response_of(outcome: Outcome) -> Response:
     )
 
 
+_NEXT_PAGE_HEADER = {
+    "Link": {
+        "description": '`<url>; rel="next"` (RFC 8288) while more products follow: this '
+        "query with `offset` dropped and the `cursor` of the next page added. Absent on the "
+        "last page.",
+        "schema": {"type": "string"},
+    }
+}
+
+
 @router.get(
     "",
     summary="List products",
     description="Filter, sort and page. The page is ordered stably: ties are broken by id. "
-    "Page with `offset`, or, for pages deep into a long list, with `cursor`: each page's "
-    "`next_cursor` leads to the next one, at the same cost however deep.",
-    responses=problem_responses(422, 503),
+    "Page with `offset`, or, deep into a long list, with `cursor`: a page that has a next "
+    'one links to it in its `Link` header (`rel="next"`), by cursor, which costs the '
+    "same however deep the page is.",
+    responses={200: {"headers": _NEXT_PAGE_HEADER}, **problem_responses(422, 503)},
 )
 async def list_products(
-    query: Annotated[ProductQuery, Query()], products: ProductServiceDep
+    request: Request,
+    response: Response,
+    query: Annotated[ProductQuery, Query()],
+    products: ProductServiceDep,
 ) -> ProductPage:
     found = await products.list(query)
+    if found.next_cursor is not None:
+        following = request.url.remove_query_params("offset").include_query_params(
+            cursor=found.next_cursor.encode()
+        )
+        response.headers["Link"] = f'<{following.path}?{following.query}>; rel="next"'
     return ProductPage(
         items=[ProductRead.model_validate(p) for p in found.items],
         total=found.total,
         limit=query.limit,
         offset=query.offset,
-        next_cursor=found.next_cursor.encode() if found.next_cursor else None,
     )
 
 

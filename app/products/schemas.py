@@ -85,28 +85,25 @@ TOTAL_DESCRIPTION = (
     "`EXACT_TOTAL_LIMIT` setting) is exact. On PostgreSQL, when the database expects more "
     "matches than that, counting them would take as long as reading them all, so `total` is "
     "then its estimate instead: above 10,000, and possibly off. The last page of an `offset` "
-    "walk always carries the exact count. To walk a list, follow `next_cursor` until it is "
-    "null rather than relying on `total`."
+    "walk always carries the exact count. To walk a list, follow the `Link` header's "
+    '`rel="next"` until there is none rather than relying on `total`.'
 )
 
 
 class ProductPage(Page[ProductRead]):
     total: int = Field(description=TOTAL_DESCRIPTION)
     offset: int = Field(description="The `offset` asked for; 0 for a page asked by `cursor`.")
-    next_cursor: str | None = Field(
-        description="Pass as `cursor` (with the same filters and `sort`) for the next page; "
-        "null on the last page."
-    )
 
 
 SortKey = Literal["id", "-id", "name", "-name", "price", "-price", "created_at", "-created_at"]
 
 
 CURSOR_DESCRIPTION = (
-    "Where to continue: a page's `next_cursor`, sent with the same `sort` (and filters) as that "
-    "page. Paging by cursor costs the same however far into the list it is, where a large "
-    "`offset` gets slower the larger it is; the two cannot be used together. Opaque: a cursor "
-    "this service did not make, or made for another `sort`, gets 422."
+    'Where to continue, as given by the `Link` header (`rel="next"`) of the page before, '
+    "with the same `sort` and filters as that page. Paging by cursor costs the same however "
+    "far into the list it is, where a large `offset` gets slower the larger it is; the two "
+    "cannot be used together. Opaque: a cursor this service did not make, or made for "
+    "another `sort`, gets 422."
 )
 
 

@@ -1,6 +1,8 @@
 """GET /api/v1/products by `cursor`: keyset paging, `total` at scale, and `q` on search_text.
 
-Covers what a client sees of the list's `next_cursor` and `cursor`:
+Covers what a client sees of the list's `cursor` and of the `Link` header
+(`rel="next"`) that hands out the next page's; `next_cursor` below is that
+link's cursor, or None when a page has no link:
 
 - following `next_cursor` until it is null visits every matching product once,
   in the order of one big offset page, for every sort (ties in name, price
@@ -65,10 +67,27 @@ CATALOGUE = [
 
 
 async def list_page(client: httpx.AsyncClient, **params: Any) -> dict[str, Any]:
+    """The page's body, with the cursor its `Link: <...>; rel="next"` carries as next_cursor."""
     response = await client.get(PRODUCTS, params=params)
     assert response.status_code == 200, response.text
     page: dict[str, Any] = response.json()
+    assert set(page) == {"items", "total", "limit", "offset"}  # API.md's page, unchanged
+    page["next_cursor"] = next_cursor(response, params)
     return page
+
+
+def next_cursor(response: httpx.Response, params: dict[str, Any]) -> str | None:
+    """The `cursor` of the next page's link, checked to be this query's next page."""
+    if "link" not in response.headers:
+        return None
+    link = response.links["next"]["url"]
+    assert link.startswith(PRODUCTS + "?"), link  # relative, like Location
+    query = dict(httpx.URL(link).params.multi_items())
+    cursor = query.pop("cursor")
+    # The same query otherwise, without an offset: each parameter as sent.
+    expected = {k: str(v) for k, v in params.items() if k not in ("offset", "cursor")}
+    assert query == expected, (query, expected)
+    return cursor
 
 
 def ids(*pages: dict[str, Any]) -> list[int]:

@@ -1,8 +1,7 @@
 """GET /api/v1/products: the page, its filters, sorting and stable paging.
 
 Covers API.md's list query: anyone may list; the page shape
-`{"items", "total", "limit", "offset"}` (plus `next_cursor`, see
-test_cursor.py) and its defaults; `q` (case-insensitive
+`{"items", "total", "limit", "offset"}` and its defaults; `q` (case-insensitive
 substring of name or description, empty = absent, SQL and LIKE wildcards are
 plain text); `min_price` / `max_price` (inclusive, price rules, min above max
 is 422); `owner_id`; `sort` with optional `-`; ties broken by id; bad values
@@ -41,13 +40,7 @@ async def test_empty_catalogue_is_an_empty_page(client: httpx.AsyncClient) -> No
     response = await client.get(PRODUCTS)
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/json"
-    assert response.json() == {
-        "items": [],
-        "total": 0,
-        "limit": 20,
-        "offset": 0,
-        "next_cursor": None,
-    }
+    assert response.json() == {"items": [], "total": 0, "limit": 20, "offset": 0}
 
 
 async def test_anyone_lists_everyones_products_by_id(
@@ -60,8 +53,7 @@ async def test_anyone_lists_everyones_products_by_id(
         response = await client.get(PRODUCTS, headers=headers)
         assert response.status_code == 200
         page = response.json()
-        assert set(page) == {"items", "total", "limit", "offset", "next_cursor"}
-        assert page["next_cursor"] is None
+        assert set(page) == {"items", "total", "limit", "offset"}
         assert page["items"] == [first, second]
         assert page["total"] == 2
         for item in page["items"]:
@@ -311,7 +303,7 @@ async def test_owner_id_filters_by_owner(
 async def test_unknown_owner_id_is_an_empty_page(client: httpx.AsyncClient, user: Account) -> None:
     await create_product(client, user)
     page = await list_products(client, owner_id=987654)
-    assert page == {"items": [], "total": 0, "limit": 20, "offset": 0, "next_cursor": None}
+    assert page == {"items": [], "total": 0, "limit": 20, "offset": 0}
 
 
 async def test_filters_combine_and_total_counts_all_matches(
@@ -339,7 +331,7 @@ async def test_offset_past_the_end_is_an_empty_page_with_the_total(
 ) -> None:
     await make_catalogue(client, user, ("a", "1"), ("b", "2"))
     page = await list_products(client, offset=50)
-    assert page == {"items": [], "total": 2, "limit": 20, "offset": 50, "next_cursor": None}
+    assert page == {"items": [], "total": 2, "limit": 20, "offset": 50}
 
 
 @pytest.mark.parametrize(
