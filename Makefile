@@ -12,7 +12,7 @@ BIN := $(VENV)/bin
 # Use the interpreter that made the tools venv; never download another one.
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: install run test lint format check clean soak
+.PHONY: install run test lint format check clean soak bench bench-smoke bench-scale wrk
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -40,6 +40,28 @@ test: install ## The whole suite: SQLite, and PostgreSQL too when TEST_DATABASE_
 # SOAK_CONCURRENCY, SOAK_WORKERS, SOAK_DATABASE_URL: see bench/soak.py.
 soak: install ## Soak test; figures in bench/results/soak-latest.json
 	$(BIN)/python -m bench.soak
+
+# Debian's wrk drives the load; installed here when missing (as root, like CI).
+wrk:
+	@command -v wrk >/dev/null 2>&1 || { \
+	  echo "installing wrk"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk >/dev/null 2>&1 \
+	  || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk >/dev/null; }; }
+
+# The service against a floor app doing the same SQL, on PostgreSQL, with wrk.
+# BENCH_DURATION (10 s), BENCH_CONNECTIONS (16,64), BENCH_WORKERS (2),
+# BENCH_ALTERNATIONS (3), BENCH_DATABASE_URL: see bench/perf.py.
+# BENCH_SMOKE=1 is CI's quick check that every scenario answers 2xx/3xx.
+bench: install wrk ## Benchmark; figures in bench/results/bench-latest.{json,png}
+	$(BIN)/python -m bench.perf
+
+bench-smoke: install wrk ## The benchmark's smoke mode (1 s runs; fails on any error)
+	BENCH_SMOKE=1 $(BIN)/python -m bench.perf
+
+# The product list's queries at 10,000 and 1,000,000 rows, one client.
+# BENCH_SCALE_ROWS, BENCH_SCALE_REQUESTS, BENCH_SCALE_DATABASE_URL: see bench/scale.py.
+bench-scale: install ## Scale benchmark; figures in bench/results/scale-latest.json
+	$(BIN)/python -m bench.scale
 
 lint: install ## What CI checks besides the tests
 	$(BIN)/ruff check .

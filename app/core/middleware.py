@@ -82,19 +82,20 @@ class RequestContextMiddleware:
             route = self.route_template(scope)
             metrics.IN_FLIGHT.dec()
             metrics.observe_request(scope["method"], route, status, elapsed)
-            access_logger.info(
-                "%s %s %s %.1fms",
-                scope["method"],
-                route,
-                status,
-                elapsed_ms,
-                extra={
-                    "method": scope["method"],
-                    "route": route,
-                    "status": status,
-                    "duration_ms": round(elapsed_ms, 2),
-                },
-            )
+            if access_logger.isEnabledFor(logging.INFO):  # else skip building the record
+                access_logger.info(
+                    "%s %s %s %.1fms",
+                    scope["method"],
+                    route,
+                    status,
+                    elapsed_ms,
+                    extra={
+                        "method": scope["method"],
+                        "route": route,
+                        "status": status,
+                        "duration_ms": round(elapsed_ms, 2),
+                    },
+                )
             user_id_var.reset(user_token)
             request_id_var.reset(request_token)
 

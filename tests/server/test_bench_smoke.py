@@ -1,0 +1,82 @@
+"""The benchmark harness (`make bench`) still runs: its smoke mode, end to end.
+
+`BENCH_SMOKE=1 python -m bench.perf` seeds a PostgreSQL database, starts the
+production command and the floor app (two workers each) and drives every
+scenario for a second with wrk. It exits 0 only if both apps answered every
+scenario with 2xx/3xx and no socket error. Needs wrk (Debian's; `.ci/run`
+installs it) and PostgreSQL (TEST_DATABASE_URL); skipped without them.
+"""
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import asyncpg
+import pytest
+from sqlalchemy.engine import make_url
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+POSTGRES_URL = os.environ.get("TEST_DATABASE_URL")
+
+pytestmark = [
+    pytest.mark.skipif(
+        shutil.which("wrk") is None, reason="wrk is not installed (apt-get install wrk)"
+    ),
+    pytest.mark.skipif(
+        not POSTGRES_URL, reason="the benchmark needs PostgreSQL (TEST_DATABASE_URL)"
+    ),
+]
+
+
+def _url(database: str) -> str:
+    assert POSTGRES_URL is not None
+    url = make_url(POSTGRES_URL).set(drivername="postgresql", database=database)
+    return url.render_as_string(hide_password=False)
+
+
+async def _drop(name: str) -> None:
+    connection = await asyncpg.connect(_url("postgres"))
+    try:
+        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await connection.close()
+
+
+@pytest.mark.timeout(300)
+def test_every_scenario_answers_2xx_on_the_service_and_the_floor(tmp_path: Path) -> None:
+    base = make_url(POSTGRES_URL or "").database or "storefront_test"
+    name = f"{base}_bench_{os.getpid()}"
+    environment = {
+        **os.environ,
+        "BENCH_SMOKE": "1",
+        "BENCH_DATABASE_URL": _url(name),
+        "BENCH_RESULTS": str(tmp_path),
+    }
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "bench.perf"],
+            cwd=PROJECT_ROOT,
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=240,
+            check=False,
+        )
+    finally:
+        asyncio.run(_drop(name))
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+
+    report = json.loads((tmp_path / "bench-smoke-latest.json").read_text())
+    scenarios = set(report["scenarios"])
+    assert {(run["scenario"], run["app"]) for run in report["runs"]} == {
+        (scenario, app) for scenario in scenarios for app in ("service", "floor")
+    }
+    for run in report["runs"]:
+        assert run["requests"] > 0, run
+        assert run["errors"] == 0, run
+        assert all(200 <= int(code) < 400 for code in run["statuses"]), run
+    assert "PASS" in done.stdout  # the table of targets was printed
