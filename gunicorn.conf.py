@@ -8,6 +8,7 @@ import os
 import shutil
 import sys
 import tempfile
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -24,7 +25,7 @@ except ValidationError as error:
 # 0.0.0.0 so a container publishes it; `make run` passes --bind 127.0.0.1:PORT.
 bind = os.environ.get("BIND", f"0.0.0.0:{os.environ.get('PORT', '8000')}")
 # One async worker per core is the usual fit. Each worker keeps its own
-# database pool (DB_POOL_SIZE + DB_MAX_OVERFLOW connections at most).
+# database pool, a share of DB_MAX_CONNECTIONS (see on_starting).
 workers = int(os.environ.get("WEB_CONCURRENCY") or os.cpu_count() or 1)
 # From the uvicorn-worker package; it runs Uvicorn with uvloop and httptools
 # when they are installed (they are: uvicorn[standard]).
@@ -59,7 +60,10 @@ metrics_dir = os.environ.setdefault(
 )
 
 
-def on_starting(server: object) -> None:
+def on_starting(server: Any) -> None:
+    # The worker count as finally set (`--workers` wins over this file): each
+    # worker's Settings divide DB_MAX_CONNECTIONS by it for their pool.
+    os.environ["WEB_CONCURRENCY"] = str(server.cfg.workers)
     # Samples of an earlier run would be summed with this one's.
     shutil.rmtree(metrics_dir, ignore_errors=True)
     os.makedirs(metrics_dir, exist_ok=True)

@@ -244,6 +244,8 @@ def service_environment(database_url: str, secret_key: str) -> dict[str, str]:
         if key.upper() not in names and key not in _GUNICORN_VARIABLES
     }
     for name, info in Settings.model_fields.items():
+        if name.upper() in _GUNICORN_VARIABLES:  # WEB_CONCURRENCY: gunicorn.conf.py sets it
+            continue
         if isinstance(info.default, str | int | float | Path):  # bools are ints
             environment[name.upper()] = str(info.default)
     environment.update(
@@ -254,6 +256,20 @@ def service_environment(database_url: str, secret_key: str) -> dict[str, str]:
         LOG_LEVEL="WARNING",
     )
     return environment
+
+
+def floor_environment(service: dict[str, str], workers: int) -> dict[str, str]:
+    """The service's environment, with its workers' pool sizes spelled out for the floor."""
+    from app.core.config import Settings
+
+    shares = Settings.model_construct(
+        db_max_connections=int(service["DB_MAX_CONNECTIONS"]),
+        db_pool_size=None,
+        db_max_overflow=None,
+        web_concurrency=workers,
+    )
+    pool_size, max_overflow = shares.pool_limits
+    return {**service, "DB_POOL_SIZE": str(pool_size), "DB_MAX_OVERFLOW": str(max_overflow)}
 
 
 @dataclass
@@ -918,7 +934,9 @@ def benchmark(config: Config) -> int:
             # The apps start (importing takes seconds) while the database is filled:
             # neither needs the tables before its first request.
             servers["service"] = Server.start("service", environment, config.workers, log_path)
-            servers["floor"] = Server.start("floor", environment, config.workers, log_path)
+            servers["floor"] = Server.start(
+                "floor", floor_environment(environment, config.workers), config.workers, log_path
+            )
             seed.migrate(environment, log_path)
             seeded = asyncio.run(seed.seed(config.database_url, users=USERS, products=PRODUCTS))
             say(
@@ -1001,7 +1019,7 @@ def benchmark(config: Config) -> int:
             f"--workers {config.workers}",
             "environment": "ENVIRONMENT=production, generated SECRET_KEY, LOG_LEVEL=WARNING "
             "(the per-request access log at INFO would dominate), every other setting at its "
-            "default (DB_POOL_SIZE 10, DB_MAX_OVERFLOW 5, production argon2 cost)",
+            "default (DB_MAX_CONNECTIONS 64 shared by the workers, production argon2 cost)",
         },
         "floor": {
             "command": "gunicorn bench.floor.app:app --worker-class uvicorn_worker.UvicornWorker "

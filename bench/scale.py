@@ -402,6 +402,8 @@ def server_environment(database_url: str) -> dict[str, str]:
         if key.upper() not in names and key not in _GUNICORN_VARIABLES
     }
     for name, info in Settings.model_fields.items():
+        if name.upper() in _GUNICORN_VARIABLES:  # WEB_CONCURRENCY: gunicorn.conf.py sets it
+            continue
         if isinstance(info.default, str | int | float | Path):  # bools are ints
             environment[name.upper()] = str(info.default)
     environment.update(

@@ -40,11 +40,18 @@ class Settings(BaseSettings):
 
     database_url: str | None = None
     data_dir: Path = Path(".data")
-    db_pool_size: int = Field(default=10, ge=1, le=200)
-    db_max_overflow: int = Field(default=5, ge=0, le=200)
+    # The connections one server (a Gunicorn master and all its workers) may
+    # hold: each of its `web_concurrency` workers gets an equal share, half
+    # kept open and half opened under load and closed after. DB_POOL_SIZE and
+    # DB_MAX_OVERFLOW, when set, fix a worker's pool instead. See pool_limits.
+    db_max_connections: int = Field(default=64, ge=2, le=10_000)
+    db_pool_size: int | None = Field(default=None, ge=1, le=500)
+    db_max_overflow: int | None = Field(default=None, ge=0, le=500)
+    # Worker processes of this server; gunicorn.conf.py exports its count.
+    web_concurrency: int = Field(default=1, ge=1, le=1000)
     # With the database unreachable, a request fails after at most about
-    # command + connect timeout (a dead connection's ping, then a reconnect):
-    # 4 s with these defaults, inside the contract's 5 s.
+    # command + connect timeout (a statement on a dead connection, or a
+    # reconnect): 4 s with these defaults, inside the contract's 5 s.
     db_pool_timeout: float = Field(default=2.0, gt=0)
     db_connect_timeout: float = Field(default=2.0, gt=0)
     db_command_timeout: float = Field(default=2.0, gt=0)
@@ -112,6 +119,21 @@ class Settings(BaseSettings):
             "sqlite": "sqlite+aiosqlite",
         }
         return f"{drivers.get(scheme, scheme)}{sep}{rest}"
+
+    @property
+    def pool_limits(self) -> tuple[int, int]:
+        """A worker's pool: (connections kept, more opened under load).
+
+        With 64 connections for a server of two workers, each keeps 16 and
+        opens up to 16 more: as many as the clients a worker can be serving
+        at once before any request waits for a connection, and PostgreSQL's
+        default max_connections (100) still has room for a second server's
+        migrate and for administration.
+        """
+        share = max(2, self.db_max_connections // self.web_concurrency)
+        kept = self.db_pool_size if self.db_pool_size is not None else share // 2
+        extra = self.db_max_overflow if self.db_max_overflow is not None else share - kept
+        return kept, extra
 
     @property
     def signing_key(self) -> str:

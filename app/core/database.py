@@ -25,9 +25,10 @@ def create_engine(settings: Settings) -> AsyncEngine:
     url = make_url(settings.sqlalchemy_url)
     # Parameters never appear in exception messages or logs: they hold hashes.
     options: dict[str, Any] = {"hide_parameters": True}
+    pool_size, max_overflow = settings.pool_limits
     options |= {
-        "pool_size": settings.db_pool_size,
-        "max_overflow": settings.db_max_overflow,
+        "pool_size": pool_size,
+        "max_overflow": max_overflow,
         "pool_timeout": settings.db_pool_timeout,
     }
     if url.get_backend_name() == "sqlite":
@@ -113,7 +114,7 @@ class Database:
     def __init__(self, settings: Settings) -> None:
         self.engine = create_engine(settings)
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
-        self._capacity = settings.db_pool_size + settings.db_max_overflow
+        self._capacity = sum(settings.pool_limits)
         metrics.instrument_pool(self.engine, self._capacity)
 
     @property

@@ -248,7 +248,8 @@ def _is_unavailability(error: Exception) -> bool:
 async def _on_database_unavailable(request: Request, error: Exception) -> JSONResponse:
     if not _is_unavailability(error):
         raise error  # a bug, not an outage: the last-resort handler logs it and answers 500
-    logger.error("database unavailable: %s", type(error).__name__)
+    kind = type(error)  # its module tells a full pool (sqlalchemy) from a slow database
+    logger.error("database unavailable: %s.%s", kind.__module__, kind.__qualname__)
     return problem_response(
         503,
         "The database is unavailable; try again shortly.",

@@ -14,8 +14,9 @@ nothing, maps nothing to objects and has no middleware, logging or metrics.
 It knows only what the benchmark sends: it is a yardstick, not a service.
 
 Left out on purpose: asyncpg's reset query on release (SQLAlchemy's pool
-sends none either). The pool has the service's sizes: DB_POOL_SIZE connections kept,
-up to DB_POOL_SIZE + DB_MAX_OVERFLOW, DB_POOL_TIMEOUT to wait for one (then 503).
+sends none either). The pool has the service's sizes, which bench/perf.py spells out: DB_POOL_SIZE
+connections kept, up to DB_POOL_SIZE + DB_MAX_OVERFLOW, DB_POOL_TIMEOUT to
+wait for one (then 503).
 
 Settings come from the service's variables: DATABASE_URL, SECRET_KEY,
 JWT_ISSUER, JWT_AUDIENCE, ACCESS/REFRESH_TOKEN_EXPIRE_*, DB_POOL_*.

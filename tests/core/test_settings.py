@@ -288,3 +288,22 @@ async def test_without_cors_origins_no_cors_headers_are_sent(make_client: Client
     client = await make_client()
     response = await client.get("/api/v1/products", headers={"Origin": "https://shop.example"})
     assert "access-control-allow-origin" not in response.headers
+
+
+@pytest.mark.parametrize(
+    ("environment", "limits"),
+    [
+        ({}, (32, 32)),  # one worker: the whole server's 64
+        ({"WEB_CONCURRENCY": "2"}, (16, 16)),
+        ({"WEB_CONCURRENCY": "3"}, (10, 11)),  # 21 each, 63 in all: never above 64
+        ({"WEB_CONCURRENCY": "8", "DB_MAX_CONNECTIONS": "20"}, (1, 1)),  # at least 2 each
+        ({"WEB_CONCURRENCY": "2", "DB_POOL_SIZE": "5"}, (5, 27)),  # the rest of the share
+        ({"WEB_CONCURRENCY": "2", "DB_POOL_SIZE": "5", "DB_MAX_OVERFLOW": "0"}, (5, 0)),
+    ],
+)
+def test_each_worker_pool_is_a_share_of_the_server_connections(
+    monkeypatch: pytest.MonkeyPatch, environment: dict[str, str], limits: tuple[int, int]
+) -> None:
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    assert Settings().pool_limits == limits
