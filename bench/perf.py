@@ -53,7 +53,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -70,7 +69,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `python bench/perf.py` puts bench/ there, not the repo
     sys.path.insert(0, str(ROOT))
 
-from bench import seed  # noqa: E402
+from bench import production, seed  # noqa: E402
 
 WRK_DIR = ROOT / "bench" / "wrk"
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/storefront_bench"
@@ -85,12 +84,6 @@ WRITE_RATIO = 0.4
 P99_FACTOR = 2.0
 STORM_P99_FACTOR = 3.0
 ZERO_ERRORS_AT = 64
-# What gunicorn.conf.py reads from the environment: left out, so that its
-# defaults and the command line decide.
-_GUNICORN_VARIABLES = (
-    *("BIND", "PORT", "WEB_CONCURRENCY", "GRACEFUL_TIMEOUT", "FORWARDED_ALLOW_IPS"),
-    "PROMETHEUS_MULTIPROC_DIR",
-)
 
 App = Literal["service", "floor"]
 APPS: tuple[App, App] = ("service", "floor")
@@ -226,38 +219,6 @@ def _number(name: str, default: float) -> float:
 # --- The two apps ---------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def service_environment(database_url: str, secret_key: str) -> dict[str, str]:
-    """Every setting of the service given explicitly: its production defaults, whatever
-    `.env` or the calling shell say, with a generated key and LOG_LEVEL=WARNING."""
-    from app.core.config import Settings
-
-    names = {name.upper() for name in Settings.model_fields}
-    environment = {
-        key: value
-        for key, value in os.environ.items()
-        if key.upper() not in names and key not in _GUNICORN_VARIABLES
-    }
-    for name, info in Settings.model_fields.items():
-        if name.upper() in _GUNICORN_VARIABLES:  # WEB_CONCURRENCY: gunicorn.conf.py sets it
-            continue
-        if isinstance(info.default, str | int | float | Path):  # bools are ints
-            environment[name.upper()] = str(info.default)
-    environment.update(
-        ENVIRONMENT="production",
-        DATABASE_URL=database_url,
-        SECRET_KEY=secret_key,
-        LOG_FORMAT="json",
-        LOG_LEVEL="WARNING",
-    )
-    return environment
-
-
 def floor_environment(service: dict[str, str], workers: int) -> dict[str, str]:
     """The service's environment, with its workers' pool sizes spelled out for the floor."""
     from app.core.config import Settings
@@ -282,7 +243,7 @@ class Server:
     @classmethod
     def start(cls, name: App, environment: dict[str, str], workers: int, log_path: Path) -> Server:
         gunicorn = Path(sys.executable).with_name("gunicorn")
-        port = free_port()
+        port = production.free_port()
         command = [str(gunicorn) if gunicorn.exists() else shutil.which("gunicorn") or "gunicorn"]
         if name == "service":
             command += ["-c", "gunicorn.conf.py", "app.main:app"]
@@ -912,7 +873,7 @@ def benchmark(config: Config) -> int:
     )
 
     secret_key = secrets.token_urlsafe(48)
-    environment = service_environment(config.database_url, secret_key)
+    environment = production.environment(config.database_url, "WARNING", SECRET_KEY=secret_key)
     floor_sql: dict[str, Any] = {"checked": False, "error": "not checked in smoke mode"}
     if not config.smoke:
         floor_sql = check_floor_sql(config.database_url)
@@ -937,7 +898,8 @@ def benchmark(config: Config) -> int:
             servers["floor"] = Server.start(
                 "floor", floor_environment(environment, config.workers), config.workers, log_path
             )
-            seed.migrate(environment, log_path)
+            with log_path.open("a") as log:
+                production.migrate(environment, log)
             seeded = asyncio.run(seed.seed(config.database_url, users=USERS, products=PRODUCTS))
             say(
                 f"bench: seeded {seeded.users} users and {seeded.products} products in "
@@ -1139,7 +1101,7 @@ def main() -> int:
     try:
         config = Config.from_environment()
         return benchmark(config)
-    except (BenchError, seed.SeedError) as error:
+    except (BenchError, seed.SeedError, production.MigrationFailed) as error:
         print(f"bench: could not run: {error}", file=sys.stderr)
         return 2
 

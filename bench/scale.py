@@ -46,10 +46,7 @@ import math
 import os
 import random
 import re
-import secrets
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -65,6 +62,11 @@ import asyncpg  # type: ignore[import-untyped]
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # `python bench/scale.py` puts bench/ there, not the repo
+    sys.path.insert(0, str(ROOT))
+
+from bench import production  # noqa: E402
+
 RESULTS = ROOT / "bench" / "results"
 PRODUCTS = "/api/v1/products"
 
@@ -385,57 +387,6 @@ async def database_size(database_url: str) -> dict[str, Any]:
 # --- The server -----------------------------------------------------------------
 
 
-def server_environment(database_url: str) -> dict[str, str]:
-    """The environment of `python -m app migrate` and of Gunicorn.
-
-    Every setting of the service is given explicitly, so the benchmark
-    measures the production defaults whatever `.env` or the calling shell say.
-    """
-    if str(ROOT) not in sys.path:  # `python bench/scale.py` puts bench/ there, not the repo
-        sys.path.insert(0, str(ROOT))
-    from app.core.config import Settings
-
-    names = {name.upper() for name in Settings.model_fields}
-    environment = {
-        key: value
-        for key, value in os.environ.items()
-        if key.upper() not in names and key not in _GUNICORN_VARIABLES
-    }
-    for name, info in Settings.model_fields.items():
-        if name.upper() in _GUNICORN_VARIABLES:  # WEB_CONCURRENCY: gunicorn.conf.py sets it
-            continue
-        if isinstance(info.default, str | int | float | Path):  # bools are ints
-            environment[name.upper()] = str(info.default)
-    environment.update(
-        ENVIRONMENT="production",
-        DATABASE_URL=database_url,
-        SECRET_KEY=secrets.token_urlsafe(48),
-        LOG_FORMAT="json",
-        LOG_LEVEL="WARNING",
-    )
-    return environment
-
-
-def migrate(environment: dict[str, str], log: TextIO) -> None:
-    log.flush()
-    done = subprocess.run(
-        [sys.executable, "-m", "app", "migrate"],
-        cwd=ROOT,
-        env=environment,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise ScaleError(f"`python -m app migrate` failed ({done.returncode}); see {log.name}")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @dataclass
 class Server:
     """The production command, running as a child of this process."""
@@ -446,18 +397,8 @@ class Server:
 
     @classmethod
     def start(cls, environment: dict[str, str], workers: int, log: TextIO) -> Server:
-        gunicorn = Path(sys.executable).with_name("gunicorn")
-        port = free_port()
-        command = [
-            str(gunicorn) if gunicorn.exists() else shutil.which("gunicorn") or "gunicorn",
-            *("-c", "gunicorn.conf.py", "app.main:app"),
-            *("--bind", f"127.0.0.1:{port}", "--workers", str(workers)),
-        ]
-        log.flush()
-        process = subprocess.Popen(  # noqa: S603
-            command, cwd=ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT
-        )
-        return cls(process, f"http://127.0.0.1:{port}", Path(log.name))
+        process, base_url = production.start(environment, workers, log)
+        return cls(process, base_url, Path(log.name))
 
     def wait_until_ready(self, timeout: float = 90.0) -> None:
         deadline = time.monotonic() + timeout
@@ -804,10 +745,10 @@ def scale(config: ScaleConfig) -> Report:
     timer = time.monotonic()
     print(f"scale: recreating {report.config['database_url']}", flush=True)
     asyncio.run(recreate_database(config.database_url))
-    environment = server_environment(config.database_url)
+    environment = production.environment(config.database_url, "WARNING")
     catalogue = Catalogue(config.seed, OWNERS)
     with log_path.open("a") as log:
-        migrate(environment, log)
+        production.migrate(environment, log)
         asyncio.run(seed_owners(config.database_url, OWNERS))
         asyncio.run(seed_products(config.database_url, catalogue, config.small_rows))
         report.seconds["seed_small"] = round(time.monotonic() - timer, 1)
@@ -835,7 +776,7 @@ def scale(config: ScaleConfig) -> Report:
 def main() -> int:
     try:
         scale(ScaleConfig.from_environment())
-    except ScaleError as error:
+    except (ScaleError, production.MigrationFailed) as error:
         print(f"scale: {error}", file=sys.stderr)
         return 2
     return 0

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import random
 import re
-import subprocess
 import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -94,21 +93,6 @@ async def drop_database(database_url: str) -> None:
         )
     finally:
         await connection.close()
-
-
-def migrate(environment: dict[str, str], log_path: Path) -> None:
-    """`python -m app migrate`, with the service's own environment."""
-    with log_path.open("a") as log:
-        done = subprocess.run(
-            [sys.executable, "-m", "app", "migrate"],
-            cwd=ROOT,
-            env=environment,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            check=False,
-        )
-    if done.returncode != 0:
-        raise SeedError(f"`python -m app migrate` failed ({done.returncode}); see {log_path}")
 
 
 def production_password_hash(password: str) -> str:

@@ -37,9 +37,7 @@ import os
 import random
 import re
 import secrets
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -53,6 +51,11 @@ from typing import Any, TextIO
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # `python bench/soak.py` puts bench/ there, not the repo
+    sys.path.insert(0, str(ROOT))
+
+from bench import production  # noqa: E402
+
 RESULTS = ROOT / "bench" / "results"
 API = "/api/v1"
 
@@ -158,61 +161,6 @@ async def recreate_database(database_url: str) -> None:
 # --- The server -----------------------------------------------------------------
 
 
-def server_environment(database_url: str, admin: Account) -> dict[str, str]:
-    """The environment of `python -m app migrate` and of Gunicorn.
-
-    Every setting of the service is given explicitly: the soak measures the
-    service's production defaults (argon2 cost included), whatever `.env` or
-    the calling shell say.
-    """
-    if str(ROOT) not in sys.path:  # `python bench/soak.py` puts bench/ there, not the repo
-        sys.path.insert(0, str(ROOT))
-    from app.core.config import Settings
-
-    names = {name.upper() for name in Settings.model_fields}
-    environment = {
-        key: value
-        for key, value in os.environ.items()
-        if key.upper() not in names and key not in _GUNICORN_VARIABLES
-    }
-    for name, info in Settings.model_fields.items():
-        if name.upper() in _GUNICORN_VARIABLES:  # WEB_CONCURRENCY: gunicorn.conf.py sets it
-            continue
-        if isinstance(info.default, str | int | float | Path):  # bools are ints
-            environment[name.upper()] = str(info.default)
-    environment.update(
-        ENVIRONMENT="production",
-        DATABASE_URL=database_url,
-        SECRET_KEY=secrets.token_urlsafe(48),
-        LOG_FORMAT="json",
-        LOG_LEVEL="INFO",
-        FIRST_ADMIN_USERNAME=admin.username,
-        FIRST_ADMIN_EMAIL=f"{admin.username}@example.com",
-        FIRST_ADMIN_PASSWORD=admin.password,
-    )
-    return environment
-
-
-def migrate(environment: dict[str, str], log: TextIO) -> None:
-    log.flush()
-    done = subprocess.run(
-        [sys.executable, "-m", "app", "migrate"],
-        cwd=ROOT,
-        env=environment,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise SoakError(f"`python -m app migrate` failed ({done.returncode}); see {log.name}")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @dataclass
 class Server:
     """The production command, running as a child of this process."""
@@ -223,18 +171,8 @@ class Server:
 
     @classmethod
     def start(cls, environment: dict[str, str], workers: int, log: TextIO) -> Server:
-        gunicorn = Path(sys.executable).with_name("gunicorn")
-        port = free_port()
-        command = [
-            str(gunicorn) if gunicorn.exists() else shutil.which("gunicorn") or "gunicorn",
-            *("-c", "gunicorn.conf.py", "app.main:app"),
-            *("--bind", f"127.0.0.1:{port}", "--workers", str(workers)),
-        ]
-        log.flush()
-        process = subprocess.Popen(  # noqa: S603
-            command, cwd=ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT
-        )
-        return cls(process, f"http://127.0.0.1:{port}", Path(log.name))
+        process, base_url = production.start(environment, workers, log)
+        return cls(process, base_url, Path(log.name))
 
     def wait_until_ready(self, workers: int, timeout: float = 90.0) -> None:
         """Until /health/ready answers 200 and every worker has logged that it serves."""
@@ -1102,9 +1040,15 @@ def soak(config: SoakConfig) -> Report:
 
     print(f"soak: recreating {re.sub(r'//[^@/]*@', '//', config.database_url)}", flush=True)
     asyncio.run(recreate_database(config.database_url))
-    environment = server_environment(config.database_url, admin)
+    environment = production.environment(
+        config.database_url,
+        "INFO",
+        FIRST_ADMIN_USERNAME=admin.username,
+        FIRST_ADMIN_EMAIL=f"{admin.username}@example.com",
+        FIRST_ADMIN_PASSWORD=admin.password,
+    )
     with log_path.open("a") as log:
-        migrate(environment, log)
+        production.migrate(environment, log)
         server = Server.start(environment, config.workers, log)
     exit_status: int | None = None
     try:
@@ -1133,7 +1077,7 @@ def soak(config: SoakConfig) -> Report:
 def main() -> int:
     try:
         report = soak(SoakConfig.from_environment())
-    except SoakError as error:
+    except (SoakError, production.MigrationFailed) as error:
         print(f"soak: {error}", file=sys.stderr)
         return 2
     return 0 if report.passed else 1
