@@ -44,7 +44,7 @@ class Settings(BaseSettings):
     # hold: each of its `web_concurrency` workers gets an equal share, half
     # kept open and half opened under load and closed after. DB_POOL_SIZE and
     # DB_MAX_OVERFLOW, when set, fix a worker's pool instead. See pool_limits.
-    db_max_connections: int = Field(default=64, ge=2, le=10_000)
+    db_max_connections: int = Field(default=40, ge=2, le=10_000)
     db_pool_size: int | None = Field(default=None, ge=1, le=500)
     db_max_overflow: int | None = Field(default=None, ge=0, le=500)
     # Worker processes of this server; gunicorn.conf.py exports its count.
@@ -124,11 +124,10 @@ class Settings(BaseSettings):
     def pool_limits(self) -> tuple[int, int]:
         """A worker's pool: (connections kept, more opened under load).
 
-        With 64 connections for a server of two workers, each keeps 16 and
-        opens up to 16 more: as many as the clients a worker can be serving
-        at once before any request waits for a connection, and PostgreSQL's
-        default max_connections (100) still has room for a second server's
-        migrate and for administration.
+        With 40 connections for a server of two workers, each keeps 10 and
+        opens up to 10 more. Two such servers (two replicas, or a deploy's
+        old and new one side by side) fit PostgreSQL's default
+        max_connections of 100, with room for migrate and administration.
         """
         share = max(2, self.db_max_connections // self.web_concurrency)
         kept = self.db_pool_size if self.db_pool_size is not None else share // 2

@@ -51,6 +51,10 @@ _OUTAGES: tuple[type[Exception], ...] = (
 # connection (asyncpg's "connection was closed in the middle of operation"
 # is a plain DBAPIError), else a bug.
 DATABASE_ERRORS = (*_OUTAGES, sqlalchemy.exc.DBAPIError)
+# PostgreSQL's error classes that mean "not now" rather than "wrong": 08
+# connection exceptions, 53 insufficient resources ("too many clients"), 57P
+# operator intervention (shutting down, starting up).
+_UNAVAILABLE_SQLSTATES = ("08", "53", "57P")
 # SQLite reports a mistake in a statement ("no such column") with the same
 # OperationalError as a file it cannot use; only these primary result codes
 # (BUSY, LOCKED, IOERR, FULL, CANTOPEN) mean the database is unavailable.
@@ -239,6 +243,8 @@ def _is_unavailability(error: Exception) -> bool:
     if isinstance(error, sqlalchemy.exc.DBAPIError) and error.connection_invalidated:
         return True
     cause = getattr(error, "orig", None)
+    if str(getattr(cause, "sqlstate", None) or "").startswith(_UNAVAILABLE_SQLSTATES):
+        return True
     if isinstance(cause, sqlite3.Error):
         code = getattr(cause, "sqlite_errorcode", None)
         return code is None or code & 0xFF in _SQLITE_UNAVAILABLE_CODES

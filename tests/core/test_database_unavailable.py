@@ -10,6 +10,7 @@ rather than stalls; they assert no timings.
 
 import asyncio
 import socket
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -225,3 +226,25 @@ async def test_connections_the_server_closed_are_replaced_not_answered_with_503(
         after = [await client.get("/api/v1/products") for _ in range(6)]
         after.append(await client.get("/health/ready"))
     assert [r.status_code for r in after] == [200] * 7
+
+
+async def test_a_database_refusing_more_connections_gives_503(
+    backend: str, database_url: str, client_on: ClientOn
+) -> None:
+    """PostgreSQL's "too many clients" (SQLSTATE 53300) is a busy database, not a bug."""
+    if backend != "postgresql":
+        pytest.skip("needs a database server with a connection limit")
+    role = f"storefront_limited_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(database_url.replace("+asyncpg", ""))
+    try:
+        # The same refusal as a full server, for this role alone.
+        await admin.execute(f'CREATE ROLE "{role}" LOGIN CONNECTION LIMIT 0')
+        url = make_url(database_url).set(username=role, password=None)
+        client = await client_on(url.render_as_string(hide_password=False))
+        async with asyncio.timeout(DEADLINE_SECONDS):
+            response = await client.get("/api/v1/products")
+        assert_problem(response, 503)
+        assert int(response.headers["retry-after"]) > 0
+    finally:
+        await admin.execute(f'DROP ROLE IF EXISTS "{role}"')
+        await admin.close()
