@@ -981,12 +981,12 @@ def benchmark(config: Config) -> int:
             f"--workers {config.workers}",
             "environment": "ENVIRONMENT=production, generated SECRET_KEY, LOG_LEVEL=WARNING "
             "(the per-request access log at INFO would dominate), every other setting at its "
-            "default (DB_MAX_CONNECTIONS 64 shared by the workers, production argon2 cost)",
+            "default (DB_MAX_CONNECTIONS shared by the workers, production argon2 cost)",
         },
         "floor": {
             "command": "gunicorn bench.floor.app:app --worker-class uvicorn_worker.UvicornWorker "
             f"--workers {config.workers}",
-            "what": "bare Starlette + asyncpg pool (10 kept, 15 at most, like the service), the "
+            "what": "bare Starlette + asyncpg pool (the sizes of the service's workers), the "
             "service's SQL per scenario in the same transactions, python-jose with the same "
             "key and claims, argon2 on 4 threads; no validation, ORM or middleware",
         },
