@@ -15,6 +15,15 @@ state, and drops nothing else:
   schema's own email check accepts and email-validator refuses are dropped;
   every other email, valid or not, is still sent.
 
+A map ties a few generated values to what the service made, for the same
+reason:
+- GET /products: a `cursor` is valid only if this service made it (it is
+  opaque; the document says so). A schema-valid cursor is replaced by one the
+  service would make for the case's `sort`, and `offset`, which cannot go
+  with a cursor, is dropped. Invalid cursors, sent by the negative phases,
+  are left alone.
+- POST /products: see map_case on Idempotency-Key.
+
 Environment: FUZZ_BASE_URL (the server), FUZZ_ROLE ("user" or "admin") and,
 for admins, DATABASE_URL (admins are made by the service's own CLI, as in
 production: the API cannot make one).
@@ -27,6 +36,7 @@ import re
 import subprocess
 import sys
 import uuid
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -36,10 +46,20 @@ import jsonschema_rs
 import schemathesis
 from email_validator import EmailNotValidError, validate_email
 
+from app.products.paging import CURSOR_PATTERN, Cursor
+
 PASSWORD = "fuzzing passphrase 7f3a"  # unlike every example in the document
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7E]{1,255}")
 MONEY = re.compile(r"(?:0|[1-9][0-9]{0,8})(?:\.[0-9]{1,2})?|1000000000(?:\.0{1,2})?")
+CURSOR = re.compile(CURSOR_PATTERN)
+# A value of each sort field, as a product could have it.
+CURSOR_VALUES: dict[str, Any] = {
+    "id": None,
+    "name": "Espresso cup",
+    "price": Decimal("12.50"),
+    "created_at": datetime(2026, 1, 1, tzinfo=UTC),
+}
 _schema_email = jsonschema_rs.validator_for(
     {"type": "string", "format": "email"}, validate_formats=True
 )
@@ -56,16 +76,18 @@ def _only_schema_calls_valid(email: object) -> bool:
     return False
 
 
+def _price(value: object) -> Decimal | None:
+    """A generated price bound as the service reads it, if it is one (a number or its string)."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        value = str(value)
+    if isinstance(value, str) and MONEY.fullmatch(value):
+        return Decimal(value)
+    return None
+
+
 def _price_range_reversed(query: dict[str, Any] | None) -> bool:
-    low, high = (query or {}).get("min_price"), (query or {}).get("max_price")
-    if (
-        isinstance(low, str)
-        and isinstance(high, str)
-        and MONEY.fullmatch(low)
-        and MONEY.fullmatch(high)
-    ):
-        return Decimal(low) > Decimal(high)
-    return False
+    low, high = (_price((query or {}).get(bound)) for bound in ("min_price", "max_price"))
+    return low is not None and high is not None and low > high
 
 
 @schemathesis.hook
@@ -79,9 +101,19 @@ def filter_case(context: Any, case: Any) -> bool:
     return True
 
 
+def _cursor_made_here(sort: object) -> str:
+    """A cursor as the service hands them out, for `sort` (the default if not a sort)."""
+    sort = sort if isinstance(sort, str) and sort.removeprefix("-") in CURSOR_VALUES else "id"
+    return Cursor(sort, CURSOR_VALUES[sort.removeprefix("-")], 1).encode()
+
+
 @schemathesis.hook
 def map_case(context: Any, case: Any) -> Any:
-    """Ties a generated Idempotency-Key to the body it came with.
+    """Ties generated values to what the service made (see the module).
+
+    Cursor: a schema-valid `cursor` becomes one the service made, without `offset`.
+
+    Idempotency-Key: tied to the body it came with.
 
     A key names one request: reused with another body it gets 422, a rule
     about two requests that no schema of one request can state. Suffixing
@@ -89,6 +121,11 @@ def map_case(context: Any, case: Any) -> Any:
     body" (a replay, still exercised) and avoids "same key, other body".
     Keys outside the schema are left as they are, so negative cases stay so.
     """
+    query = case.query
+    cursor = query.get("cursor") if isinstance(query, dict) else None
+    if isinstance(cursor, str) and CURSOR.fullmatch(cursor):
+        query["cursor"] = _cursor_made_here(query.get("sort"))
+        query.pop("offset", None)
     key = (case.headers or {}).get("Idempotency-Key")
     if isinstance(key, str) and IDEMPOTENCY_KEY.fullmatch(key):
         digest = hashlib.sha256(json.dumps(case.body, sort_keys=True, default=str).encode())

@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 from sqlalchemy import inspect, select
+from sqlalchemy.orm import undefer
 
 from app.auth.models import LoginFailure, RefreshFamily, RefreshToken
 from app.core.models import Base
@@ -150,7 +151,9 @@ async def snapshot(db: DatabaseProbe) -> dict[str, list[dict[str, Any]]]:
     """Everything the service stores, row by row, to show that a refused request changed nothing."""
     tables: dict[str, list[dict[str, Any]]] = {}
     for model in stored_models():
-        rows = await db.all(select(model).order_by(*inspect(model).primary_key))
+        # Deferred columns too (products.search_text): read now, not after the session.
+        statement = select(model).options(undefer("*")).order_by(*inspect(model).primary_key)
+        rows = await db.all(statement)
         tables[model.__tablename__] = [columns(row) for row in rows]
     return tables
 

@@ -96,7 +96,7 @@ def test_metrics_add_up_across_workers(server: Server) -> None:
         labels = frozenset({"method": "GET", "route": "/health/live", "status": "200"}.items())
         assert samples[("http_requests_total", labels)] == 30
         capacity = samples[("db_pool_capacity", frozenset())]
-        assert capacity == 2 * (10 + 5)  # two workers' pools at the default sizes
+        assert capacity == 40  # DB_MAX_CONNECTIONS (default), shared by the two workers
 
 
 def test_no_secret_reaches_the_logs(debug_server: Server, database_url: str) -> None:
