@@ -1101,7 +1101,7 @@ def main() -> int:
     try:
         config = Config.from_environment()
         return benchmark(config)
-    except (BenchError, seed.SeedError, production.MigrationFailed) as error:
+    except (BenchError, seed.SeedError, production.ProductionError) as error:
         print(f"bench: could not run: {error}", file=sys.stderr)
         return 2
 

@@ -11,12 +11,17 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from subprocess import Popen
-from typing import TextIO
+from typing import Self, TextIO
+
+import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `python bench/<script>.py` puts bench/ there, not the repo
@@ -30,8 +35,8 @@ GUNICORN_VARIABLES = (
 )
 
 
-class MigrationFailed(RuntimeError):
-    """`python -m app migrate` exited with an error."""
+class ProductionError(RuntimeError):
+    """The production command could not be migrated, or did not start serving."""
 
 
 def environment(database_url: str, log_level: str, **settings: str) -> dict[str, str]:
@@ -78,7 +83,7 @@ def migrate(environment: dict[str, str], log: TextIO) -> None:
         check=False,
     )
     if done.returncode != 0:
-        raise MigrationFailed(f"`python -m app migrate` failed ({done.returncode}); see {log.name}")
+        raise ProductionError(f"`python -m app migrate` failed ({done.returncode}); see {log.name}")
 
 
 def free_port() -> int:
@@ -87,17 +92,58 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def start(environment: dict[str, str], workers: int, log: TextIO) -> tuple[Popen[bytes], str]:
-    """The production command on a free local port: the process and its base URL."""
-    gunicorn = Path(sys.executable).with_name("gunicorn")
-    port = free_port()
-    command = [
-        str(gunicorn) if gunicorn.exists() else shutil.which("gunicorn") or "gunicorn",
-        *("-c", "gunicorn.conf.py", "app.main:app"),
-        *("--bind", f"127.0.0.1:{port}", "--workers", str(workers)),
-    ]
-    log.flush()
-    process = subprocess.Popen(  # noqa: S603
-        command, cwd=ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT
-    )
-    return process, f"http://127.0.0.1:{port}"
+@dataclass
+class Server:
+    """The production command on a free local port, running as a child of this process."""
+
+    process: Popen[bytes]
+    base_url: str
+    log_path: Path
+
+    @classmethod
+    def start(cls, environment: dict[str, str], workers: int, log: TextIO) -> Self:
+        gunicorn = Path(sys.executable).with_name("gunicorn")
+        port = free_port()
+        command = [
+            str(gunicorn) if gunicorn.exists() else shutil.which("gunicorn") or "gunicorn",
+            *("-c", "gunicorn.conf.py", "app.main:app"),
+            *("--bind", f"127.0.0.1:{port}", "--workers", str(workers)),
+        ]
+        log.flush()
+        process = subprocess.Popen(  # noqa: S603
+            command, cwd=ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT
+        )
+        return cls(process, f"http://127.0.0.1:{port}", Path(log.name))
+
+    def ready(self) -> bool:
+        """Whether /health/ready answers 200."""
+        try:
+            return httpx.get(f"{self.base_url}/health/ready", timeout=2).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def wait_until_ready(self, timeout: float = 90.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise ProductionError(
+                    f"the server exited with {self.process.returncode}; see {self.log_path}"
+                )
+            if self.ready():
+                return
+            time.sleep(0.2)
+        raise ProductionError(
+            f"the server was not ready within {timeout:.0f} s; see {self.log_path}"
+        )
+
+    def stop(self, timeout: float = 60.0) -> int | None:
+        """SIGTERM, then the exit status; None if it had to be killed."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+                return None
+        return self.process.returncode

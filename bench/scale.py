@@ -46,8 +46,6 @@ import math
 import os
 import random
 import re
-import signal
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -384,47 +382,6 @@ async def database_size(database_url: str) -> dict[str, Any]:
         await connection.close()
 
 
-# --- The server -----------------------------------------------------------------
-
-
-@dataclass
-class Server:
-    """The production command, running as a child of this process."""
-
-    process: subprocess.Popen[bytes]
-    base_url: str
-    log_path: Path
-
-    @classmethod
-    def start(cls, environment: dict[str, str], workers: int, log: TextIO) -> Server:
-        process, base_url = production.start(environment, workers, log)
-        return cls(process, base_url, Path(log.name))
-
-    def wait_until_ready(self, timeout: float = 90.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise ScaleError(
-                    f"the server exited with {self.process.returncode}; see {self.log_path}"
-                )
-            try:
-                if httpx.get(f"{self.base_url}/health/ready", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        raise ScaleError(f"the server was not ready within {timeout:.0f} s; see {self.log_path}")
-
-    def stop(self, timeout: float = 60.0) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-
 # --- The queries --------------------------------------------------------------
 
 
@@ -713,7 +670,7 @@ def write_results(report: Report, stamp: str) -> Path:
 def _measure_size(
     label: str, rows: int, config: ScaleConfig, environment: dict[str, str], log: TextIO
 ) -> dict[str, Figures]:
-    server = Server.start(environment, config.workers, log)
+    server = production.Server.start(environment, config.workers, log)
     try:
         server.wait_until_ready()
         print(f"scale: measuring at {rows:,} rows ({label})", flush=True)
@@ -776,7 +733,7 @@ def scale(config: ScaleConfig) -> Report:
 def main() -> int:
     try:
         scale(ScaleConfig.from_environment())
-    except (ScaleError, production.MigrationFailed) as error:
+    except (ScaleError, production.ProductionError) as error:
         print(f"scale: {error}", file=sys.stderr)
         return 2
     return 0

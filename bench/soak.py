@@ -37,8 +37,6 @@ import os
 import random
 import re
 import secrets
-import signal
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -46,7 +44,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import httpx
 
@@ -161,35 +159,17 @@ async def recreate_database(database_url: str) -> None:
 # --- The server -----------------------------------------------------------------
 
 
-@dataclass
-class Server:
-    """The production command, running as a child of this process."""
+class Server(production.Server):
+    """The production command, with what the soak reads of its workers."""
 
-    process: subprocess.Popen[bytes]
-    base_url: str
-    log_path: Path
-
-    @classmethod
-    def start(cls, environment: dict[str, str], workers: int, log: TextIO) -> Server:
-        process, base_url = production.start(environment, workers, log)
-        return cls(process, base_url, Path(log.name))
-
-    def wait_until_ready(self, workers: int, timeout: float = 90.0) -> None:
+    def wait_until_ready(self, timeout: float = 90.0, workers: int = 1) -> None:
         """Until /health/ready answers 200 and every worker has logged that it serves."""
+        super().wait_until_ready(timeout)
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise SoakError(
-                    f"the server exited with {self.process.returncode}; see {self.log_path}"
-                )
-            try:
-                ready = httpx.get(f"{self.base_url}/health/ready", timeout=2).status_code == 200
-            except httpx.TransportError:
-                ready = False
-            if ready and len(self.serving_pids()) >= workers:
-                return
+        while len(self.serving_pids()) < workers:
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                raise SoakError(f"{workers} workers did not all start serving; see {self.log_path}")
             time.sleep(0.2)
-        raise SoakError(f"the server was not ready within {timeout:.0f} s; see {self.log_path}")
 
     def serving_pids(self) -> set[int]:
         return {
@@ -204,18 +184,6 @@ class Server:
 
     def running(self) -> bool:
         return self.process.poll() is None
-
-    def stop(self, timeout: float = 60.0) -> int | None:
-        """SIGTERM, then the exit status; None if it had to be killed."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-                return None
-        return self.process.returncode
 
 
 def _parents() -> Iterable[tuple[int, int]]:
@@ -1053,7 +1021,7 @@ def soak(config: SoakConfig) -> Report:
     exit_status: int | None = None
     try:
         print(f"soak: server at {server.base_url}, log in {log_path.relative_to(ROOT)}", flush=True)
-        server.wait_until_ready(config.workers)
+        server.wait_until_ready(workers=config.workers)
         pool = asyncio.run(seed(server.base_url, admin, users, throwaways))
         print(
             f"soak: {config.concurrency} virtual users for {config.seconds:g} s "
@@ -1077,7 +1045,7 @@ def soak(config: SoakConfig) -> Report:
 def main() -> int:
     try:
         report = soak(SoakConfig.from_environment())
-    except (SoakError, production.MigrationFailed) as error:
+    except (SoakError, production.ProductionError) as error:
         print(f"soak: {error}", file=sys.stderr)
         return 2
     return 0 if report.passed else 1
