@@ -20,8 +20,8 @@ link's cursor, or None when a page has no link:
   a tiny limit never below what the pages prove, above the limit when more
   match, exact on the last page of an offset walk, and always exact on SQLite;
 - `q` still matches name or description case-insensitively (also non-ASCII),
-  with `%`, `_` and `/` literal, never across the name/description boundary,
-  and follows changes of the product.
+  never across the name/description boundary, and follows changes of the
+  product (LIKE wildcards and the escape character: test_list.py).
 
 The format of a cursor (base64url of `[sort, value, id]`, app/products/
 paging.py) is used here only to forge damaged or edge-case cursors.
@@ -626,35 +626,6 @@ async def test_q_matches_either_field_in_any_case_also_beyond_ascii(
 
     assert ids(page) == [product["id"]]
     assert page["total"] == 1
-
-
-@pytest.mark.parametrize(
-    ("q", "expected"),
-    [
-        ("%", ["percent", "escaped percent"]),
-        ("_", ["underscore"]),
-        ("/", ["solidus", "escaped percent", "double solidus"]),
-        ("/%", ["escaped percent"]),
-        ("//", ["double solidus"]),
-        ("0%", ["percent"]),
-        ("e_c", ["underscore"]),
-    ],
-)
-async def test_like_wildcards_and_the_escape_character_in_q_are_literal(
-    client: httpx.AsyncClient, user: Account, q: str, expected: list[str]
-) -> None:
-    products = {
-        "percent": await create_product(client, user, name="100% cotton"),
-        "underscore": await create_product(client, user, name="snake_case"),
-        "solidus": await create_product(client, user, name="1/2 price"),
-        "escaped percent": await create_product(client, user, name="a/%b"),
-        "double solidus": await create_product(client, user, name="x//y"),
-        "plain": await create_product(client, user, name="Plain cotton snakecase 100"),
-    }
-
-    page = await list_page(client, q=q)
-
-    assert sorted(ids(page)) == sorted(products[key]["id"] for key in expected)
 
 
 async def test_q_never_matches_across_name_and_description(
