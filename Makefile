@@ -3,6 +3,8 @@
 
 PYTHON ?= python3
 PORT ?= 8000
+# The links in messages point at this port too (PUBLIC_URL's default).
+export PORT
 UV_VERSION := 0.13.9
 TOOLS := .tools
 UV := $(TOOLS)/bin/uv

@@ -1,14 +1,16 @@
-"""Operations commands: `python -m app migrate | create-admin | purge`."""
+"""Operations commands: `python -m app migrate | create-admin | purge | worker | mail`."""
 
 import argparse
 import asyncio
 import getpass
 import logging
+import signal
 import sys
 from datetime import timedelta
 
 from pydantic import ValidationError
 
+from app.account.repository import AccountTokenRepository
 from app.auth.repository import LoginFailureRepository, RefreshTokenRepository
 from app.core.config import Settings, describe_settings_error, get_settings
 from app.core.database import Database
@@ -17,6 +19,9 @@ from app.core.migrations import upgrade
 from app.core.models import utc_now
 from app.core.security import PasswordHasher
 from app.idempotency.repository import IdempotencyKeyRepository
+from app.mail.dispatcher import MailDispatcher, listen_for_mail
+from app.mail.models import MessageStatus
+from app.mail.repository import OutboxRepository
 from app.users.service import UserService
 
 logger = logging.getLogger("app.cli")
@@ -32,24 +37,77 @@ async def _create_admin(settings: Settings, username: str, email: str, password:
         await database.dispose()
 
 
-async def _purge(settings: Settings) -> tuple[int, int, int]:
+async def _purge(settings: Settings) -> dict[str, int]:
     database = Database(settings)
     now = utc_now()
     try:
         async with database.sessionmaker() as session, session.begin():
-            families = await RefreshTokenRepository(session).delete_expired(now)
-            failures = await LoginFailureRepository(session).delete_before(
-                now - timedelta(seconds=settings.login_window_seconds)
-            )
-            keys = await IdempotencyKeyRepository(session).delete_expired(now)
-            return families, failures, keys
+            return {
+                "refresh-token families": await RefreshTokenRepository(session).delete_expired(now),
+                "login failures": await LoginFailureRepository(session).delete_before(
+                    now - timedelta(seconds=settings.login_window_seconds)
+                ),
+                "idempotency keys": await IdempotencyKeyRepository(session).delete_expired(now),
+                "spent one-time tokens": await AccountTokenRepository(session).delete_spent(now),
+                "sent or skipped messages": await OutboxRepository(session).delete_finished_before(
+                    now - timedelta(days=settings.mail_retention_days)
+                ),
+            }
     finally:
         await database.dispose()
 
 
+async def _mail_status(settings: Settings) -> dict[MessageStatus, int]:
+    database = Database(settings)
+    try:
+        async with database.sessionmaker() as session:
+            return await OutboxRepository(session).count_by_status()
+    finally:
+        await database.dispose()
+
+
+async def _mail_retry(settings: Settings) -> int:
+    database = Database(settings)
+    try:
+        async with database.sessionmaker() as session, session.begin():
+            return await OutboxRepository(session).requeue_failed(utc_now())
+    finally:
+        await database.dispose()
+
+
+async def _work(settings: Settings) -> None:
+    """The mail dispatcher as a process of its own, until SIGTERM or SIGINT.
+
+    On PostgreSQL it listens for new messages (LISTEN/NOTIFY) and so sends at
+    once; on SQLite it looks every MAIL_POLL_SECONDS. Either way it also
+    sweeps on that timer, for retries and anything a notification missed.
+    """
+    database = Database(settings)
+    dispatcher = MailDispatcher(database, settings)
+    stop, wake = asyncio.Event(), asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signal_number in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signal_number, stop.set)
+    listener = None
+    if database.dialect == "postgresql":
+        listener = asyncio.create_task(listen_for_mail(settings.sqlalchemy_url, wake, stop))
+    logger.info(
+        "mail worker started (%s)",
+        "LISTEN/NOTIFY and a sweep" if listener else "polling",
+        extra={"poll_seconds": settings.mail_poll_seconds},
+    )
+    try:
+        await dispatcher.run(stop, wake)
+    finally:
+        if listener is not None:
+            await listener
+        await database.dispose()
+    logger.info("mail worker stopped")
+
+
 def migrate(settings: Settings) -> None:
     """Applies every migration, then creates the first admin from FIRST_ADMIN_* if missing."""
-    upgrade(settings.sqlalchemy_url)
+    upgrade(settings.sqlalchemy_url, first_admin_email=settings.first_admin_email)
     logger.info("database schema is at the newest revision")
     username, email = settings.first_admin_username, settings.first_admin_email
     password = settings.first_admin_password
@@ -84,8 +142,14 @@ def main(argv: list[str] | None = None) -> None:
     admin.add_argument("--password", help="read from a prompt when left out")
     commands.add_parser(
         "purge",
-        help="delete expired refresh tokens and idempotency keys, and old login failures",
+        help="delete expired refresh tokens, idempotency keys and one-time tokens, old login "
+        "failures, and sent messages older than MAIL_RETENTION_DAYS",
     )
+    commands.add_parser("worker", help="send mail from the outbox until stopped (SIGTERM)")
+    mail = commands.add_parser("mail", help="the mail outbox")
+    mail_commands = mail.add_subparsers(dest="mail_command", required=True)
+    mail_commands.add_parser("status", help="print how many messages are in each state")
+    mail_commands.add_parser("retry", help="requeue the failed messages")
     args = parser.parse_args(argv)
 
     try:
@@ -99,14 +163,18 @@ def main(argv: list[str] | None = None) -> None:
             migrate(settings)
         elif args.command == "create-admin":
             create_admin(settings, args.username, args.email, args.password)
+        elif args.command == "worker":
+            asyncio.run(_work(settings))
+        elif args.command == "mail" and args.mail_command == "status":
+            counts = asyncio.run(_mail_status(settings))
+            for status, count in counts.items():
+                print(f"{status.value:<8} {count}")
+        elif args.command == "mail":
+            requeued = asyncio.run(_mail_retry(settings))
+            logger.info("requeued %d failed messages", requeued)
         else:
-            families, failures, keys = asyncio.run(_purge(settings))
-            logger.info(
-                "purged %d refresh-token families, %d login failures and %d idempotency keys",
-                families,
-                failures,
-                keys,
-            )
+            purged = asyncio.run(_purge(settings))
+            logger.info("purged " + ", ".join(f"{count} {what}" for what, count in purged.items()))
     except ValidationError as error:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
         sys.exit(f"invalid admin account: {problems}")

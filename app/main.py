@@ -13,6 +13,8 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.routing import iter_route_contexts
 from pydantic import ValidationError
 
+from app.account.pages import PAGES_PREFIX, install_pages
+from app.account.router import router as account_router
 from app.auth.router import router as auth_router
 from app.core.config import Settings, describe_settings_error, get_settings
 from app.core.database import Database
@@ -27,12 +29,12 @@ from app.core.middleware import (
     TrailingSlashMiddleware,
 )
 from app.core.migrations import head_revision
-from app.core.notifications import Mailer
 from app.core.problems import PROBLEM_MEDIA_TYPE, install_problem_handlers
 from app.core.routing import OAuth2FormRoute
 from app.core.security import PasswordHasher, TokenCodec
 from app.docs import DOCS_PATHS, inline_script_hashes, install_docs
 from app.health.router import router as health_router
+from app.mail.dispatcher import STOP_GRACE_SECONDS, MailDispatcher
 from app.products.router import router as products_router
 from app.users.router import router as users_router
 
@@ -54,11 +56,18 @@ tokens, and products with optimistic concurrency.
   quoted version. Send `If-Match` to change only the version you read.
 * **Retries**: a create sent with an `Idempotency-Key` header is safe to
   retry; the retry gets the first response again and creates nothing.
+* **Mail** (a welcome with a verification link, a new verification link, a
+  password reset link) is recorded with the change that causes it and sent
+  after the response; links carry one-time tokens.
 * A trailing slash makes no difference, and every response has `X-Request-ID`.
 """
 
 TAGS = [
-    {"name": "auth", "description": "Tokens: sign in, refresh (rotating), sign out."},
+    {
+        "name": "auth",
+        "description": "Tokens: sign in, refresh (rotating), sign out; email verification and "
+        "password reset with one-time tokens from a message.",
+    },
     {"name": "users", "description": "Registration, your own account, and user admin."},
     {"name": "products", "description": "The catalogue: anyone reads, owners and admins change."},
     {"name": "health", "description": "Liveness and readiness probes."},
@@ -69,12 +78,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings is None:
         settings = get_settings()
     database = Database(settings)
+    # MAIL_DISPATCHER=api: this process sends mail (after the requests that
+    # write some, and on a timer). =worker: `python -m app worker` does.
+    dispatcher = MailDispatcher(database, settings) if settings.mail_dispatcher == "api" else None
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         loop = type(asyncio.get_running_loop())
         logger.info("serving", extra={"event_loop": f"{loop.__module__}.{loop.__qualname__}"})
+        stop = asyncio.Event()
+        sweeper = None if dispatcher is None else asyncio.create_task(dispatcher.run(stop))
         yield
+        stop.set()
+        if sweeper is not None:
+            # A send in progress may finish; a longer one is cut off, and its
+            # claim expires for another process to send it.
+            finished, _unfinished = await asyncio.wait([sweeper], timeout=STOP_GRACE_SECONDS)
+            if not finished:
+                sweeper.cancel()
         await database.dispose()
         hasher.close()
 
@@ -98,11 +119,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.schema_head = head_revision()
     app.state.password_hasher = hasher = PasswordHasher(settings)
     app.state.token_codec = TokenCodec(settings)
-    app.state.mailer = Mailer(settings)
+    app.state.mail_dispatcher = dispatcher
 
     install_problem_handlers(app)
-    for router in (auth_router, users_router, products_router):
+    for router in (auth_router, account_router, users_router, products_router):
         app.include_router(router, prefix=API_PREFIX)
+    install_pages(app)
     app.include_router(health_router)
     app.include_router(metrics_router)
     if settings.docs_enabled:
@@ -139,7 +161,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     templates = {id(c.original_route): c.path_format or "" for c in iter_route_contexts(app.routes)}
     app.add_middleware(RequestContextMiddleware, route_templates=templates)
     app.add_middleware(
-        SecurityHeadersMiddleware, docs_paths=DOCS_PATHS, docs_script_hashes=inline_script_hashes()
+        SecurityHeadersMiddleware,
+        docs_paths=DOCS_PATHS,
+        docs_script_hashes=inline_script_hashes(),
+        page_paths=(PAGES_PREFIX,),
     )
     return app
 

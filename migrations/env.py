@@ -9,8 +9,10 @@ from sqlalchemy import event, pool
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
+import app.account.models
 import app.auth.models
 import app.idempotency.models
+import app.mail.models
 import app.products.models
 import app.users.models  # noqa: F401  (registers the tables on Base.metadata)
 from app.core.config import get_settings

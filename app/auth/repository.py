@@ -2,11 +2,11 @@ import hashlib
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.models import LoginFailure, RefreshFamily, RefreshToken
-from app.core.database import advisory_lock_id
+from app.core.database import lock_name
 
 
 class RefreshTokenRepository:
@@ -61,14 +61,9 @@ class LoginFailureRepository:
         """Serialises the logins of one throttle key until the transaction ends.
 
         Without it, concurrent wrong attempts could all read "4 failures" and
-        all get to try. PostgreSQL takes a transaction-scoped advisory lock;
-        SQLite needs none, as its transactions already take the write lock
-        when they begin.
+        all get to try.
         """
-        bind = self._session.get_bind()
-        if bind.dialect.name == "postgresql":
-            lock = advisory_lock_id(key)
-            await self._session.execute(select(func.pg_advisory_xact_lock(lock)))
+        await lock_name(self._session, key)
 
     async def list_recent(self, key: str, *, since: datetime, limit: int) -> Sequence[datetime]:
         """Failure times of `key` after `since`, newest first."""

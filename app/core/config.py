@@ -1,7 +1,9 @@
 """Settings, read once from the environment and `.env` (pydantic-settings)."""
 
 import os
+import re
 import secrets
+from email.utils import parseaddr
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -14,6 +16,10 @@ SAMPLE_SECRET_KEY = "change-me-to-a-long-random-string-of-at-least-32-bytes"  # 
 MIN_SECRET_KEY_BYTES = 32
 
 Environment = Literal["development", "test", "production"]
+# An absolute http(s) URL without spaces or control characters: it goes into
+# a message's text as it is.
+_DOMAIN = re.compile(r"[A-Za-z0-9.-]{1,253}")
+_HTTP_URL = re.compile(r"https?://[^\s\x00-\x1f\x7f]+")
 
 
 def _split_commas(value: object) -> object:
@@ -88,7 +94,30 @@ class Settings(BaseSettings):
     smtp_password: SecretStr | None = None
     smtp_from: str = "no-reply@localhost"
     smtp_starttls: bool = True
-    smtp_timeout: float = 10.0
+    smtp_timeout: float = Field(default=10.0, gt=0, le=300)
+
+    # Where messages come from, and where their links point. Templates hold
+    # `{token}`; without one, links lead to pages this service serves itself,
+    # under PUBLIC_URL (the address users reach the service at).
+    public_url: str = Field(
+        default_factory=lambda: f"http://127.0.0.1:{os.environ.get('PORT') or 8000}"
+    )
+    email_verification_url: str | None = None
+    password_reset_url: str | None = None
+    email_verification_expire_hours: int = Field(default=48, ge=1, le=24 * 365)
+    password_reset_expire_minutes: int = Field(default=30, ge=1, le=24 * 60)
+    password_reset_max_per_hour: int = Field(default=3, ge=1, le=1000)
+    email_verification_max_per_hour: int = Field(default=5, ge=1, le=1000)
+
+    # The mail outbox (app/mail): who sends, how often it looks, how it retries.
+    mail_dispatcher: Literal["api", "worker"] = "api"
+    mail_poll_seconds: float = Field(default=5.0, gt=0, le=3600)
+    mail_retry_seconds: float = Field(default=10.0, gt=0, le=3600)
+    mail_max_attempts: int = Field(default=10, ge=1, le=100)
+    # A claimed message is another process's to take once this has passed
+    # without a result: its sender died. Longer than any one send may take.
+    mail_lease_seconds: float = Field(default=60.0, gt=0, le=3600)
+    mail_retention_days: int = Field(default=7, ge=1, le=3650)
 
     _split_lists = field_validator("previous_secret_keys", "cors_origins", mode="before")(
         _split_commas
@@ -106,6 +135,30 @@ class Settings(BaseSettings):
                 )
             if key == SAMPLE_SECRET_KEY or "change-me" in key.lower():
                 raise ValueError("SECRET_KEY is the sample value from .env.example; replace it")
+        return self
+
+    @field_validator("public_url")
+    @classmethod
+    def _check_public_url(cls, value: str) -> str:
+        if not _HTTP_URL.fullmatch(value):
+            raise ValueError("must be an http:// or https:// URL")
+        return value.rstrip("/")
+
+    @field_validator("email_verification_url", "password_reset_url")
+    @classmethod
+    def _check_link_template(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not _HTTP_URL.fullmatch(value) or value.count("{token}") != 1:
+            raise ValueError("must be an http:// or https:// URL holding {token} once")
+        return value
+
+    @model_validator(mode="after")
+    def _check_mail_lease(self) -> "Settings":
+        # A send is cut off after SMTP_TIMEOUT; the claim must outlast it, or a
+        # second process could take a message that is still being sent.
+        if self.mail_lease_seconds < 2 * self.smtp_timeout:
+            raise ValueError("MAIL_LEASE_SECONDS must be at least twice SMTP_TIMEOUT")
         return self
 
     @property
@@ -149,6 +202,13 @@ class Settings(BaseSettings):
     def verification_keys(self) -> list[str]:
         """Keys a token may be signed with: the current one first, then retired ones."""
         return [self.signing_key, *(k.get_secret_value() for k in self.previous_secret_keys)]
+
+    @property
+    def message_id_domain(self) -> str:
+        """The domain of every Message-ID: SMTP_FROM's."""
+        _, address = parseaddr(self.smtp_from)
+        domain = address.rpartition("@")[2]
+        return domain if _DOMAIN.fullmatch(domain) else "localhost"
 
     @property
     def effective_log_format(self) -> Literal["json", "text"]:

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
-from sqlalchemy import event
+from sqlalchemy import event, func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DisconnectionError, IntegrityError
 from sqlalchemy.ext.asyncio import (
@@ -189,6 +189,18 @@ def _sqlite_unique_names(message: str) -> set[str]:
 def advisory_lock_id(name: str) -> int:
     """A PostgreSQL advisory lock number for `name`: its sha256's first 8 bytes, signed."""
     return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+
+
+async def lock_name(session: AsyncSession, name: str) -> None:
+    """Serialises, until the transaction ends, every transaction that locks `name`.
+
+    For rules about things that may have no row to lock yet (a name nobody
+    has, an address no user has). PostgreSQL takes a transaction-scoped
+    advisory lock; SQLite needs none, as its transactions already take the
+    write lock when they begin (see _create_sqlite_engine).
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(select(func.pg_advisory_xact_lock(advisory_lock_id(name))))
 
 
 class DuplicateValue(Exception):

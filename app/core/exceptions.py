@@ -28,6 +28,11 @@ class RefreshTokenReused(NotAuthenticated):
     keeps_changes = True
 
 
+class InvalidToken(DomainError):
+    """A one-time token (email verification, password reset) that cannot be used:
+    unknown, expired, used or retired. Every case answers alike."""
+
+
 class PermissionDenied(DomainError):
     pass
 

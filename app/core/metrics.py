@@ -51,6 +51,22 @@ POOL_IN_USE = Gauge(
     multiprocess_mode="livesum",
 )
 
+MAIL_SENT = Counter("mail_messages_sent_total", "Messages handed to SMTP (or the log).", ["kind"])
+MAIL_SEND_ERRORS = Counter(
+    "mail_send_errors_total", "Attempts to send a message that failed.", ["kind"]
+)
+MAIL_FAILED = Counter(
+    "mail_messages_failed_total",
+    "Messages given up on after MAIL_MAX_ATTEMPTS attempts (`python -m app mail retry`).",
+    ["kind"],
+)
+MAIL_SKIPPED = Counter(
+    "mail_messages_skipped_total",
+    "Messages that no longer applied when their turn came (no such user, address changed, "
+    "superseded).",
+    ["kind"],
+)
+
 
 def observe_request(method: str, route: str, status: int, seconds: float) -> None:
     REQUESTS.labels(method, route, str(status)).inc()

@@ -54,17 +54,22 @@ class RequestContextMiddleware:
         request_token = request_id_var.set(request_id)
         user_token = user_id_var.set(None)
         started = time.perf_counter()
+        finished: float | None = None
         status = 500
         response_started = False
         metrics.IN_FLIGHT.inc()
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status, response_started
+            nonlocal status, response_started, finished
             if message["type"] == "http.response.start":
                 response_started = True
                 status = message["status"]
                 MutableHeaders(scope=message).append("X-Request-ID", request_id)
             await send(message)
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                # The client has its answer; background tasks (a mail's
+                # dispatch) run after this and are not the request's time.
+                finished = time.perf_counter()
 
         try:
             await self.app(scope, receive, send_with_id)
@@ -77,7 +82,7 @@ class RequestContextMiddleware:
                     scope, receive, send_with_id, 500, "An unexpected error occurred."
                 )
         finally:
-            elapsed = time.perf_counter() - started
+            elapsed = (finished or time.perf_counter()) - started
             elapsed_ms = elapsed * 1000
             route = self.route_template(scope)
             metrics.IN_FLIGHT.dec()
@@ -144,13 +149,24 @@ class SecurityHeadersMiddleware:
         "img-src 'self' data:; font-src 'self' data:; connect-src 'self'; worker-src blob:; "
         "frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
     )
+    # The account pages (a link's landing page): their own script and style,
+    # calls to this service, nothing else.
+    PAGE_POLICY = (
+        "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+    )
     HSTS = "max-age=31536000; includeSubDomains"
 
     def __init__(
-        self, app: ASGIApp, docs_paths: Sequence[str], docs_script_hashes: Sequence[str] = ()
+        self,
+        app: ASGIApp,
+        docs_paths: Sequence[str],
+        docs_script_hashes: Sequence[str] = (),
+        page_paths: Sequence[str] = (),
     ) -> None:
         self.app = app
         self.docs_paths = tuple(docs_paths)
+        self.page_paths = tuple(page_paths)
         scripts = "".join(f" '{digest}'" for digest in docs_script_hashes)
         self.docs_policy = self.DOCS_POLICY.format(scripts=scripts)
 
@@ -159,8 +175,12 @@ class SecurityHeadersMiddleware:
             await self.app(scope, receive, send)
             return
         path: str = scope["path"]
-        is_docs = path.startswith(self.docs_paths)
-        policy = self.docs_policy if is_docs else self.API_POLICY
+        if path.startswith(self.docs_paths):
+            policy = self.docs_policy
+        elif path.startswith(self.page_paths):
+            policy = self.PAGE_POLICY
+        else:
+            policy = self.API_POLICY
         https = scope.get("scheme") == "https"
 
         async def send_with_headers(message: Message) -> None:

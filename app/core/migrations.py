@@ -26,7 +26,13 @@ def head_revision() -> str:
     return head
 
 
-def upgrade(database_url: str) -> None:
+def upgrade(database_url: str, *, first_admin_email: str | None = None) -> None:
+    """Upgrades to the newest revision.
+
+    `first_admin_email` names the first admin for the revision that adds
+    `email_verified`: existing users become unverified, that admin verified.
+    """
     config = alembic_config(database_url)
     config.attributes["configure_logger"] = False  # keep the service's own log format
+    config.attributes["first_admin_email"] = first_admin_email
     command.upgrade(config, "head")

@@ -31,6 +31,7 @@ _TITLES = {413: "Content Too Large", 422: "Unprocessable Content"}
 # Most specific class first: a subclass must come before its parent.
 _DOMAIN_STATUS: Sequence[tuple[type[exc.DomainError], int]] = (
     (exc.OAuth2Error, 400),
+    (exc.InvalidToken, 400),
     (exc.NotAuthenticated, 401),
     (exc.PermissionDenied, 403),
     (exc.NotFound, 404),

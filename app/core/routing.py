@@ -84,7 +84,8 @@ class OAuth2FormRoute(ApiRoute):
 
 
 _DESCRIPTIONS = {
-    400: "The token request was refused (RFC 6749 error in `error`).",
+    400: "The one-time token is unknown, has expired, was already used or was retired; "
+    "every such case gets this same answer.",
     401: "Missing, invalid or expired credentials.",
     403: "Signed in, but not allowed to do this.",
     404: "No such resource.",
@@ -109,6 +110,7 @@ _HEADERS: dict[int, dict[str, Any]] = {
 
 
 _EXAMPLE_DETAILS = {
+    400: "The token is not valid: it is unknown, has expired, or was already used.",
     401: "This route needs a bearer access token.",
     403: "Only the product's owner or an admin may change it.",
     404: "Product 999 does not exist.",

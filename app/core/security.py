@@ -2,6 +2,8 @@
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import os
 import secrets
 import sys
@@ -229,3 +231,31 @@ def _claims_from(payload: dict[str, Any], token_type: TokenType) -> TokenClaims:
         family_id=family if isinstance(family, str) else None,
         expires_at=datetime.fromtimestamp(expires, UTC),
     )
+
+
+class OneTimeTokens:
+    """The secrets of account flows (email verification, password reset).
+
+    A token is 256 random bits, URL-safe; only its HMAC-SHA256 under the
+    signing key is stored. Tokens this random need no slow password hash to
+    resist guessing, and the key means a copy of the database alone cannot
+    even check a guess. Hashes under retired keys (PREVIOUS_SECRET_KEYS) are
+    accepted too, so rotating SECRET_KEY does not void links already sent.
+    """
+
+    _DOMAIN = b"storefront one-time token\x00"  # never the input of a JWT signature
+
+    def __init__(self, settings: Settings) -> None:
+        self._keys = [key.encode() for key in settings.verification_keys]
+
+    def new(self) -> tuple[str, str]:
+        """A fresh token and the hash to store for it."""
+        token = secrets.token_urlsafe(32)
+        return token, self._digest(self._keys[0], token)
+
+    def candidate_hashes(self, token: str) -> list[str]:
+        """What the stored hash of `token` may be, one per key still accepted."""
+        return [self._digest(key, token) for key in self._keys]
+
+    def _digest(self, key: bytes, token: str) -> str:
+        return hmac.new(key, self._DOMAIN + token.encode(), hashlib.sha256).hexdigest()

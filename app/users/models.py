@@ -1,6 +1,6 @@
 from enum import StrEnum
 
-from sqlalchemy import Boolean, Enum, Index, String, func, text
+from sqlalchemy import Boolean, Enum, Index, String, false, func, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.core.models import Base, BigIntId, TimestampMixin
@@ -40,6 +40,9 @@ class User(TimestampMixin, Base):
         default=Role.USER,
     )
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    # True once the owner of the address followed a verification link sent
+    # to it; a change of address makes it false again.
+    email_verified: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     # Raised on every password change; tokens carry the version they were
     # issued under, so older ones stop working at once (even within a second).
     token_version: Mapped[int] = mapped_column(default=1)

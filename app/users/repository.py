@@ -17,6 +17,16 @@ class UserRepository:
     async def get(self, user_id: int) -> User | None:
         return await self._session.get(User, user_id)
 
+    async def get_for_update(self, user_id: int) -> User | None:
+        """The user, locked until the transaction ends (fresh from the database)."""
+        statement = (
+            select(User)
+            .where(User.id == user_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+        return (await self._session.scalars(statement)).first()
+
     async def get_by_login(self, name: str) -> User | None:
         """The user whose username or email is `name`, ignoring case.
 

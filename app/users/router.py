@@ -1,13 +1,13 @@
 from typing import Annotated
 
-from fastapi import APIRouter, BackgroundTasks, Depends, Request, Response, status
+from fastapi import APIRouter, Depends, Request, Response, status
 
 from app.auth.dependencies import CurrentUser
 from app.core.database import SessionDep
 from app.core.dependencies import PasswordHasherDep, SettingsDep
-from app.core.notifications import Mailer, send_welcome
 from app.core.params import IdPath, PageParams
 from app.core.routing import ApiRoute, problem_responses
+from app.mail.dispatcher import dispatch_after_response
 from app.users.schemas import (
     PasswordChange,
     UserAdminUpdate,
@@ -27,13 +27,8 @@ async def get_user_service(
     return UserService(session, hasher, settings)
 
 
-async def get_mailer(request: Request) -> Mailer:
-    mailer: Mailer = request.app.state.mailer
-    return mailer
-
-
 UserServiceDep = Annotated[UserService, Depends(get_user_service)]
-MailerDep = Annotated[Mailer, Depends(get_mailer)]
+_SENDS_MAIL = [Depends(dispatch_after_response)]
 
 _SIGNED_IN = (401, 413, 422, 503)
 _ADMIN = (401, 403, 413, 422, 503)
@@ -43,8 +38,10 @@ _ADMIN = (401, 403, 413, 422, 503)
     "",
     status_code=status.HTTP_201_CREATED,
     summary="Register a new user",
-    description="Anyone may register. The new user has the `user` role. A welcome message "
+    description="Anyone may register. The new user has the `user` role and an unverified "
+    "email (`email_verified: false`). A welcome message with a link that verifies the address "
     "is sent after the response; failing to send it never fails the registration.",
+    dependencies=_SENDS_MAIL,
     responses={
         201: {
             "headers": {"Location": {"description": "The new user.", "schema": {"type": "string"}}},
@@ -62,16 +59,10 @@ _ADMIN = (401, 403, 413, 422, 503)
     },
 )
 async def register(
-    data: UserCreate,
-    users: UserServiceDep,
-    mailer: MailerDep,
-    request: Request,
-    response: Response,
-    background: BackgroundTasks,
+    data: UserCreate, users: UserServiceDep, request: Request, response: Response
 ) -> UserRead:
     user = await users.register(data)
     response.headers["Location"] = request.app.url_path_for("get_user", user_id=str(user.id))
-    background.add_task(send_welcome, mailer, user.username, user.email)
     return UserRead.model_validate(user)
 
 
@@ -83,6 +74,9 @@ async def read_me(user: CurrentUser) -> UserRead:
 @router.patch(
     "/me",
     summary="Change your username, email or full name",
+    description="A new email address is unverified: links sent to the old one stop working, "
+    "and a verification message goes to the new one after the response.",
+    dependencies=_SENDS_MAIL,
     responses=problem_responses(*_SIGNED_IN, 409),
 )
 async def update_me(data: UserUpdate, user: CurrentUser, users: UserServiceDep) -> UserRead:
@@ -137,7 +131,9 @@ async def get_user(user_id: IdPath, actor: CurrentUser, users: UserServiceDep) -
 @router.patch(
     "/{user_id}",
     summary="Change a user, including role and active flag (admin)",
-    description="Deactivating a user ends their sessions: their tokens stop working.",
+    description="Deactivating a user ends their sessions: their tokens stop working. A new "
+    "email address is unverified, and a verification message goes to it.",
+    dependencies=_SENDS_MAIL,
     responses=problem_responses(*_ADMIN, 404, 409),
 )
 async def update_user(

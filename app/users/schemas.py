@@ -100,6 +100,9 @@ class UserRead(BaseModel):
     full_name: str | None
     role: Role
     is_active: bool
+    email_verified: bool = Field(
+        description="Whether the owner of `email` proved it by following a link sent there."
+    )
     created_at: datetime
     updated_at: datetime
 

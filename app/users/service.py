@@ -4,6 +4,8 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.account.models import TokenPurpose
+from app.account.repository import AccountTokenRepository
 from app.auth.repository import RefreshTokenRepository
 from app.auth.throttle import LoginThrottle, throttle_key
 from app.core.config import Settings
@@ -11,6 +13,8 @@ from app.core.database import DuplicateValue
 from app.core.exceptions import Conflict, NotFound, PermissionDenied, WrongPassword
 from app.core.models import utc_now
 from app.core.security import PasswordHasher
+from app.mail.models import MessageKind
+from app.mail.repository import OutboxRepository
 from app.users.models import Role, User
 from app.users.repository import UserRepository
 from app.users.schemas import UserAdminUpdate, UserCreate, UserUpdate
@@ -22,21 +26,32 @@ class UserService:
     def __init__(self, session: AsyncSession, hasher: PasswordHasher, settings: Settings) -> None:
         self._users = UserRepository(session)
         self._refresh_tokens = RefreshTokenRepository(session)
+        self._account_tokens = AccountTokenRepository(session)
+        self._outbox = OutboxRepository(session)
         self._throttle = LoginThrottle(session, settings)
         self._hasher = hasher
+        self._mail_domain = settings.message_id_domain
 
-    async def register(self, data: UserCreate, *, role: Role = Role.USER) -> User:
+    async def register(
+        self, data: UserCreate, *, role: Role = Role.USER, verified: bool = False
+    ) -> User:
+        """A new account; unless its address is known to be good, a welcome message
+        with a verification link goes out after the commit (the outbox)."""
         user = User(
             username=data.username,
             email=data.email,
             full_name=data.full_name,
             password_hash=await self._hasher.hash(data.password),
             role=role,
+            email_verified=verified,
         )
         try:
-            return await self._users.add(user)
+            await self._users.add(user)
         except DuplicateValue as duplicate:
             raise _taken(duplicate) from duplicate
+        if not verified:
+            await self._outbox.add_for_user(MessageKind.WELCOME, user, domain=self._mail_domain)
+        return user
 
     async def get(self, actor: User, user_id: int) -> User:
         """Any user, for an admin.
@@ -56,13 +71,28 @@ class UserService:
         return await self._users.list(limit=limit, offset=offset)
 
     async def update(self, user: User, data: UserUpdate) -> User:
+        """Applies the changes sent.
+
+        A new address (not merely a change of case) is unverified: every
+        one-time token sent to the old one stops working, and a verification
+        message goes to the new one.
+        """
         changes: dict[str, Any] = data.model_dump(exclude_unset=True)
         if changes.get("is_active") is False and user.is_active:
             await self._end_sessions(user)
+        new_address = "email" in changes and changes["email"].lower() != user.email.lower()
+        if new_address:
+            changes["email_verified"] = False
+            await self._account_tokens.retire(user.id, *TokenPurpose)
         try:
-            return await self._users.update(user, changes)
+            await self._users.update(user, changes)
         except DuplicateValue as duplicate:
             raise _taken(duplicate) from duplicate
+        if new_address:
+            await self._outbox.add_for_user(
+                MessageKind.VERIFY_EMAIL, user, domain=self._mail_domain
+            )
+        return user
 
     async def update_by_id(self, actor: User, user_id: int, data: UserAdminUpdate) -> User:
         return await self.update(await self.get(actor, user_id), data)
@@ -81,8 +111,14 @@ class UserService:
             await self._throttle.record_failure(key)
             raise WrongPassword("The current password is not correct.")
         await self._throttle.reset(key)
-        user.password_hash = await self._hasher.hash(new)
+        await self.set_password(user, await self._hasher.hash(new))
+
+    async def set_password(self, user: User, password_hash: str) -> None:
+        """Every token issued before stops working: access and refresh tokens, and
+        password reset links not yet used."""
+        user.password_hash = password_hash
         await self._end_sessions(user)
+        await self._account_tokens.retire(user.id, TokenPurpose.PASSWORD_RESET)
         await self._users.update(user, {})
 
     async def delete(self, user: User) -> None:
@@ -99,7 +135,8 @@ class UserService:
                 return False
         data = UserCreate(username=username, email=email, password=password)
         try:
-            await self.register(data, role=Role.ADMIN)
+            # An operator set this address: it needs no verification message.
+            await self.register(data, role=Role.ADMIN, verified=True)
         except Conflict:  # created meanwhile by a concurrent start-up
             return False
         return True
