@@ -5,16 +5,19 @@ import logging
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, TypeVar
 
 import httpx
 from fastapi import FastAPI
 from sqlalchemy import Select
 
+from app.account.models import AccountToken, TokenPurpose
 from app.core.config import Settings
 from app.core.database import Database
 from app.core.logging import configure_logging
-from app.core.security import PasswordHasher
+from app.core.models import utc_now
+from app.core.security import OneTimeTokens, PasswordHasher
 from app.main import create_app
 from app.users.schemas import UserCreate
 from app.users.service import UserService
@@ -160,6 +163,28 @@ async def create_admin(
         access_token=tokens["access_token"],
         refresh_token=tokens["refresh_token"],
     )
+
+
+async def mint_token(
+    app: FastAPI, user_id: int, address: str, purpose: TokenPurpose, *, lifetime_hours: float = 1
+) -> str:
+    """A live one-time token, stored as the service stores them, for tests of what a token
+    unlocks rather than of how it is mailed (tests/account/ reads them out of real mail)."""
+    database: Database = app.state.database
+    token, token_hash = OneTimeTokens(app.state.settings).new()
+    now = utc_now()
+    async with database.sessionmaker() as session, session.begin():
+        session.add(
+            AccountToken(
+                user_id=user_id,
+                purpose=purpose,
+                token_hash=token_hash,
+                address=address.lower(),
+                created_at=now,
+                expires_at=now + timedelta(hours=lifetime_hours),
+            )
+        )
+    return token
 
 
 def assert_problem(

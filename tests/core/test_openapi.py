@@ -49,12 +49,16 @@ async def test_the_document_lists_every_api_operation(document: dict[str, Any]) 
         ("POST", "/api/v1/auth/token"),
         ("POST", "/api/v1/auth/refresh"),
         ("POST", "/api/v1/auth/logout"),
+        ("POST", "/api/v1/auth/verify-email"),
+        ("POST", "/api/v1/auth/password-reset"),
+        ("POST", "/api/v1/auth/password-reset/confirm"),
         ("POST", "/api/v1/users"),
         ("GET", "/api/v1/users"),
         ("GET", "/api/v1/users/me"),
         ("PATCH", "/api/v1/users/me"),
         ("DELETE", "/api/v1/users/me"),
         ("POST", "/api/v1/users/me/password"),
+        ("POST", "/api/v1/users/me/verification"),
         ("GET", "/api/v1/users/{user_id}"),
         ("PATCH", "/api/v1/users/{user_id}"),
         ("DELETE", "/api/v1/users/{user_id}"),
@@ -189,7 +193,9 @@ async def test_protected_operations_declare_401_with_a_bearer_challenge(
     assert ("DELETE", "/api/v1/products/{product_id}") in protected
     assert ("POST", "/api/v1/users") not in protected
     assert ("GET", "/api/v1/products") not in protected
-    assert len(protected) == 12
+    assert ("POST", "/api/v1/users/me/verification") in protected
+    assert ("POST", "/api/v1/auth/password-reset") not in protected
+    assert len(protected) == 13
 
 
 async def test_admin_operations_declare_403(document: dict[str, Any]) -> None:

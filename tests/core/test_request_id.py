@@ -160,8 +160,8 @@ async def test_a_generated_id_is_the_one_logged(
 async def test_every_log_line_of_a_request_has_its_id(
     client: httpx.AsyncClient, service_log: LogLines
 ) -> None:
-    # Registration logs the welcome message (no SMTP configured) after the
-    # response, in a background task that still belongs to the request.
+    # Registration's welcome message is sent (to the log: no SMTP configured)
+    # after the response, in a background task that still belongs to the request.
     response = await client.post(
         "/api/v1/users",
         json={"username": "dora", "email": "dora@example.com", "password": "correct horse"},
@@ -172,7 +172,7 @@ async def test_every_log_line_of_a_request_has_its_id(
     lines = service_log.with_request_id("reg-dora")
     loggers = {line["logger"] for line in lines}
     assert "app.access" in loggers
-    assert "app.core.notifications" in loggers
+    assert "app.mail" in loggers
     assert all(
         line["request_id"] == "reg-dora" for line in service_log.all() if line.get("request_id")
     )

@@ -24,7 +24,17 @@ HTTP_METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "tra
 
 # The response fields API.md lists, and nothing else.
 USER_FIELDS = frozenset(
-    {"id", "username", "email", "full_name", "role", "is_active", "created_at", "updated_at"}
+    {
+        "id",
+        "username",
+        "email",
+        "full_name",
+        "role",
+        "is_active",
+        "email_verified",
+        "created_at",
+        "updated_at",
+    }
 )
 PRODUCT_FIELDS = frozenset(
     {
@@ -47,6 +57,7 @@ TOKEN_PAIR_FIELDS = frozenset({"access_token", "token_type", "expires_in", "refr
 SERVER_OWNED_FIELDS = (
     "role",
     "is_active",
+    "email_verified",
     "id",
     "owner_id",
     "version",
@@ -161,6 +172,7 @@ async def snapshot(db: DatabaseProbe) -> dict[str, list[dict[str, Any]]]:
 # Modules that open network connections, and calls that do.
 NETWORK_MODULES = {
     "aiohttp",
+    "aiosmtplib",
     "asyncio.streams",
     "ftplib",
     "http.client",
@@ -177,8 +189,8 @@ NETWORK_MODULES = {
     "websockets",
     "xmlrpc.client",
 }
-# What the application itself uses: smtplib, with ssl for STARTTLS, for the welcome mail.
-SMTP_ONLY = {("app/core/notifications.py", "smtplib"), ("app/core/notifications.py", "ssl")}
+# What the application itself uses: aiosmtplib, with ssl for STARTTLS, for the mail outbox.
+SMTP_ONLY = {("app/mail/transport.py", "aiosmtplib"), ("app/mail/transport.py", "ssl")}
 CONNECTING_CALLS = {"open_connection", "create_connection", "urlopen", "getaddrinfo"}
 
 

@@ -2,7 +2,8 @@
 
 Two halves. Writing: a client who may change an object must still not set
 the properties the server owns. Here those are a user's `role`,
-`is_active`, `id`, timestamps, `password_hash` and `token_version`, and a
+`is_active`, `email_verified`, `id`, timestamps, `password_hash` and
+`token_version`, and a
 product's `id`, `owner_id`, `version` and timestamps. The threat is mass
 assignment: adding `"role": "admin"` to a registration, `"owner_id"` to a
 product update. The defence: every JSON body is a Pydantic model that
@@ -30,6 +31,7 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import select
 
+from app.account.models import TokenPurpose
 from app.products.models import Product
 from app.users.models import User
 from tests.auth.helpers import claims_of
@@ -45,7 +47,14 @@ from tests.security.common import (
     schema_name,
     snapshot,
 )
-from tests.support import Account, DatabaseProbe, assert_problem, error_locations, login
+from tests.support import (
+    Account,
+    DatabaseProbe,
+    assert_problem,
+    error_locations,
+    login,
+    mint_token,
+)
 
 PRODUCT_INPUT = frozenset({"name", "description", "price", "tax", "sku"})
 NEW_PASSWORD = "another long passphrase"
@@ -56,6 +65,8 @@ class World:
     user: Account
     admin: Account
     product_id: int
+    verification_token: str
+    reset_token: str
 
 
 @dataclass(frozen=True)
@@ -103,6 +114,17 @@ WRITE_ROUTES: dict[tuple[str, str], WriteRoute] = {
     ("POST", "/api/v1/auth/logout"): WriteRoute(
         "anonymous", frozenset({"refresh_token"}), lambda w: {"refresh_token": w.user.refresh_token}
     ),
+    ("POST", "/api/v1/auth/verify-email"): WriteRoute(
+        "anonymous", frozenset({"token"}), lambda w: {"token": w.verification_token}
+    ),
+    ("POST", "/api/v1/auth/password-reset"): WriteRoute(
+        "anonymous", frozenset({"email"}), lambda w: {"email": w.user.email}
+    ),
+    ("POST", "/api/v1/auth/password-reset/confirm"): WriteRoute(
+        "anonymous",
+        frozenset({"token", "new_password"}),
+        lambda w: {"token": w.reset_token, "new_password": NEW_PASSWORD},
+    ),
 }
 # The OAuth2 form: RFC 6749 lets clients add parameters, which are ignored.
 FORM_ROUTES = {("POST", "/api/v1/auth/token")}
@@ -117,6 +139,7 @@ SMUGGLED: dict[str, Any] = {
     "updated_at": "2001-01-01T00:00:00Z",
     "password_hash": "$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2g",
     "token_version": 0,
+    "email_verified": True,
 }
 assert set(SMUGGLED) == set(SERVER_OWNED_FIELDS)
 
@@ -134,14 +157,21 @@ RESPONSE_MODELS: dict[str, frozenset[str]] = {
     "ValidationProblem": PROBLEM_FIELDS | {"errors"},
     "ValidationIssue": frozenset({"loc", "msg", "type"}),
     "OAuth2Problem": PROBLEM_FIELDS | {"error", "error_description"},
+    "Accepted": frozenset({"detail"}),
 }
 PAGE_ITEMS = {"UserPage": "UserRead", "ProductPage": "ProductRead"}
 
 
 @pytest.fixture
-async def world(client: httpx.AsyncClient, user: Account, admin: Account) -> World:
+async def world(app: FastAPI, client: httpx.AsyncClient, user: Account, admin: Account) -> World:
     product = await create_product(client, user)
-    return World(user=user, admin=admin, product_id=product["id"])
+    return World(
+        user=user,
+        admin=admin,
+        product_id=product["id"],
+        verification_token=await mint_token(app, user.id, user.email, TokenPurpose.VERIFY_EMAIL),
+        reset_token=await mint_token(app, user.id, user.email, TokenPurpose.PASSWORD_RESET),
+    )
 
 
 def url_of(path: str, world: World) -> str:

@@ -12,7 +12,9 @@ case, joins a user's username and email, and applies to names nobody has,
 with the same answer; it lifts when the window passes. A refresh token
 works once; a replayed one revokes its whole login, and two concurrent
 uses of one token cannot both win. Usernames and emails are unique without
-regard to case, so each address gets at most one welcome mail.
+regard to case, so each address gets at most one welcome mail. Password
+reset, which mails whoever owns an address, is limited per address
+(tests/account/test_password_reset.py).
 
 Wrong current passwords on the password-change route count against the
 same per-account throttle, so a stolen access token cannot guess the
@@ -33,6 +35,7 @@ import pytest
 from sqlalchemy import func, select
 
 from app.auth.models import RefreshFamily
+from app.mail.models import OutboxMessage
 from app.users.models import User
 from tests.auth.helpers import claims_of
 from tests.conftest import make_settings
@@ -152,7 +155,7 @@ async def test_two_concurrent_uses_of_one_refresh_token_cannot_both_win(
 async def test_each_address_gets_at_most_one_account_and_one_welcome(
     client: httpx.AsyncClient, db: DatabaseProbe, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="app.core.notifications")
+    caplog.set_level(logging.INFO, logger="app.mail")
     first = await client.post(
         "/api/v1/users",
         json={"username": "carol", "email": "carol@example.com", "password": "long enough!"},
@@ -171,8 +174,9 @@ async def test_each_address_gets_at_most_one_account_and_one_welcome(
         assert_problem(again, 409)
 
     assert await db.scalar(select(func.count()).select_from(User)) == 1
-    welcomes = [r for r in caplog.records if r.name == "app.core.notifications"]
+    welcomes = [r for r in caplog.records if r.name == "app.mail" and "Welcome" in r.getMessage()]
     assert len(welcomes) == 1
+    assert await db.scalar(select(func.count()).select_from(OutboxMessage)) == 1
 
 
 async def test_wrong_current_passwords_are_throttled_like_logins(

@@ -5,14 +5,16 @@ an avatar URL, a document to import. This service has no such feature. No
 request field is a URL or a host; text fields that may hold a URL (a full
 name, a product's name or description, the search text) are stored and
 returned as text. The only outgoing connections are to the database and,
-for the welcome mail, to the SMTP server named in the settings; neither
+for the mail outbox, to the SMTP server named in the settings; neither
 address comes from a request, and the mail goes to the configured server
-whatever the recipient's domain. `Location` headers are paths, so a forged
+whatever the recipient's domain. The URLs in settings that name links
+(PUBLIC_URL and the link templates) are written into messages, never
+fetched. `Location` headers are paths, so a forged
 `Host` cannot point them elsewhere.
 
 The tests check the facts that make the risk absent: the application code
-imports no HTTP or socket client (only `smtplib`, in the notifications
-module); the OpenAPI document declares no URL-shaped input; and URLs sent
+imports no HTTP or socket client (only `aiosmtplib`, in the mail
+transport); the OpenAPI document declares no URL-shaped input; and URLs sent
 in every text field, query and header, pointing at a local listener, are
 stored verbatim while the listener sees no connection at all.
 """
@@ -73,7 +75,7 @@ async def listener() -> AsyncIterator[Listener]:
         yield state
 
 
-def test_the_only_network_client_in_the_code_is_smtplib_for_the_welcome_mail() -> None:
+def test_the_only_network_client_in_the_code_is_smtp_for_the_outbox() -> None:
     assert network_use(APP_ROOT) == SMTP_ONLY
 
 

@@ -10,7 +10,9 @@ The defences shown here: routes are only added through the routers that
 generate the document, so the document and the routes served are the same
 set; every resource lives under the one version prefix `/api/v1`; what is
 served but not documented is only the docs themselves (Swagger UI, ReDoc,
-the OpenAPI JSON and their static assets); outside `/api/v1` there are only
+the OpenAPI JSON and their static assets) and the two HTML pages that the
+links of account messages open (`/account/verify-email`,
+`/account/reset-password`, with their script and style); outside `/api/v1` there are only
 the operations probes `/health/live`, `/health/ready` and `/metrics`
 (the last is not in API.md: see the report); any other path, such as an
 unversioned or other-version copy of a route, is a 404.
@@ -26,7 +28,8 @@ from tests.support import assert_problem
 
 OPERATIONS_PATHS = {"/health/live", "/health/ready", "/metrics"}
 UNDOCUMENTED_DOCS = {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
-STATIC_MOUNTS = {"/static/vendor", "/static/app"}
+LINK_PAGES = {"/account/verify-email", "/account/reset-password"}
+STATIC_MOUNTS = {"/static/vendor", "/static/app", "/account/assets"}
 
 
 def served(app: FastAPI, *, in_schema: bool) -> set[tuple[str, str]]:
@@ -49,9 +52,9 @@ async def test_the_document_lists_exactly_the_routes_served(app: FastAPI) -> Non
     assert documented == served(app, in_schema=True)
 
 
-async def test_only_the_docs_are_served_without_being_documented(app: FastAPI) -> None:
+async def test_only_the_docs_and_link_pages_are_served_without_being_documented(app: FastAPI) -> None:
     hidden = served(app, in_schema=False)
-    assert {path for _, path in hidden} == UNDOCUMENTED_DOCS
+    assert {path for _, path in hidden} == UNDOCUMENTED_DOCS | LINK_PAGES
     assert {method for method, _ in hidden} == {"GET"}
     mounts = {route.path for route in app.routes if isinstance(route, Mount)}
     assert mounts == STATIC_MOUNTS

@@ -25,6 +25,7 @@ USER_FIELDS = {
     "full_name",
     "role",
     "is_active",
+    "email_verified",
     "created_at",
     "updated_at",
 }
@@ -57,6 +58,7 @@ def assert_user_body(body: Any) -> dict[str, Any]:
     assert body["id"] > 0
     assert body["role"] in ("user", "admin")
     assert isinstance(body["is_active"], bool)
+    assert isinstance(body["email_verified"], bool)
     assert_utc_time(body["created_at"])
     assert_utc_time(body["updated_at"])
     return body

@@ -231,6 +231,7 @@ async def test_patch_me_refuses_unknown_fields_and_changes_nothing(
         "full_name",
         "role",
         "is_active",
+        "email_verified",
         "password_hash",
         "token_version",
         "updated_at",
