@@ -10,10 +10,12 @@ name; the suite then runs every database test on both backends.
 import asyncio
 import os
 import shutil
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 import httpx
@@ -25,6 +27,10 @@ from app.core.config import Settings
 from app.core.migrations import upgrade
 from tests.support import Account, DatabaseProbe, client_for, create_account, create_admin
 
+# The `inbox` fixture: a real SMTP server.
+pytest_plugins = ["tests.mailbox"]
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
 POSTGRES_URL = os.environ.get("TEST_DATABASE_URL")
 BACKENDS = ["sqlite", *(["postgresql"] if POSTGRES_URL else [])]
 TEST_SECRET_KEY = "test-secret-key-that-is-long-enough-for-hs256-0123456789"
@@ -158,3 +164,43 @@ async def other_user(client: httpx.AsyncClient) -> Account:
 @pytest.fixture
 async def admin(client: httpx.AsyncClient, app: FastAPI) -> Account:
     return await create_admin(client, app, "root")
+
+
+class Runner(Protocol):
+    def __call__(
+        self, *args: str, timeout: float = ..., **settings: str
+    ) -> subprocess.CompletedProcess[str]: ...
+
+
+@pytest.fixture
+def run_app(tmp_path: Path) -> Runner:
+    """Runs our interpreter in a clean environment holding only the given settings.
+
+    The working directory is an empty one, so no `.env` lying in the project
+    (a developer's own) changes what the command sees.
+    """
+    workdir = tmp_path / "cwd"
+    workdir.mkdir()
+
+    def run(*args: str, timeout: float = 120, **settings: str) -> subprocess.CompletedProcess[str]:
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(tmp_path),
+            "LANG": "C.UTF-8",
+            "PYTHONPATH": str(PROJECT_ROOT),
+            "ENVIRONMENT": "test",
+            "SECRET_KEY": TEST_SECRET_KEY,
+            "LOG_FORMAT": "text",
+            **settings,
+        }
+        return subprocess.run(
+            [sys.executable, *args],
+            cwd=workdir,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    return run

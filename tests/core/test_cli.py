@@ -6,21 +6,17 @@ does. ARCHITECTURE.md: with ENVIRONMENT=production the service refuses to
 start with a missing or sample SECRET_KEY (one line, non-zero exit).
 """
 
-import os
 import subprocess
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Protocol
 
-import pytest
 from sqlalchemy import func, select, text
 
 from app.core.database import Database
 from app.core.migrations import head_revision
 from app.users.models import Role, User
-from tests.conftest import TEST_SECRET_KEY, make_settings
+from tests.conftest import Runner, make_settings
 from tests.support import DatabaseProbe, bearer, client_for, register, tokens_for
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -30,46 +26,6 @@ FIRST_ADMIN = {
     "FIRST_ADMIN_EMAIL": "boss@example.com",
     "FIRST_ADMIN_PASSWORD": ADMIN_PASSWORD,
 }
-
-
-class Runner(Protocol):
-    def __call__(
-        self, *args: str, timeout: float = ..., **settings: str
-    ) -> subprocess.CompletedProcess[str]: ...
-
-
-@pytest.fixture
-def run_app(tmp_path: Path) -> Runner:
-    """Runs our interpreter in a clean environment holding only the given settings.
-
-    The working directory is an empty one, so no `.env` lying in the project
-    (a developer's own) changes what the command sees.
-    """
-    workdir = tmp_path / "cwd"
-    workdir.mkdir()
-
-    def run(*args: str, timeout: float = 120, **settings: str) -> subprocess.CompletedProcess[str]:
-        env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "HOME": str(tmp_path),
-            "LANG": "C.UTF-8",
-            "PYTHONPATH": str(PROJECT_ROOT),
-            "ENVIRONMENT": "test",
-            "SECRET_KEY": TEST_SECRET_KEY,
-            "LOG_FORMAT": "text",
-            **settings,
-        }
-        return subprocess.run(
-            [sys.executable, *args],
-            cwd=workdir,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-
-    return run
 
 
 @asynccontextmanager

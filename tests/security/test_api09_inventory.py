@@ -52,7 +52,9 @@ async def test_the_document_lists_exactly_the_routes_served(app: FastAPI) -> Non
     assert documented == served(app, in_schema=True)
 
 
-async def test_only_the_docs_and_link_pages_are_served_without_being_documented(app: FastAPI) -> None:
+async def test_only_the_docs_and_link_pages_are_served_without_being_documented(
+    app: FastAPI,
+) -> None:
     hidden = served(app, in_schema=False)
     assert {path for _, path in hidden} == UNDOCUMENTED_DOCS | LINK_PAGES
     assert {method for method, _ in hidden} == {"GET"}

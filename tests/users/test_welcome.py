@@ -8,25 +8,21 @@ hash never appears in a log line.
 """
 
 import asyncio
-import email
 import io
 import json
 import logging
 import socket
-import threading
 from collections.abc import Iterator
 from contextlib import AbstractAsyncContextManager
-from email.message import Message
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from aiosmtpd.controller import Controller
 from fastapi import FastAPI
 
 from app.core.config import Settings
-from tests.conftest import make_settings
+from tests.mailbox import Inbox, free_port, smtp_settings
 from tests.support import (
     DatabaseProbe,
     assert_problem,
@@ -47,76 +43,11 @@ CAROL = {
 }
 
 
-def free_port() -> int:
-    """A port nothing listens on (once the probe socket is closed)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-class Inbox:
-    """An aiosmtpd handler that keeps what it receives.
-
-    `release` holds each message at the DATA stage until it is set, so a test
-    can show that the HTTP response went out while the mail was still in
-    flight; `refuse_recipients` makes the server answer RCPT with a 550.
-    """
-
-    def __init__(self) -> None:
-        self.messages: list[tuple[str, list[str], Message]] = []
-        self.release = threading.Event()
-        self.release.set()
-        self.received = threading.Event()
-        self.refuse_recipients = False
-
-    async def handle_RCPT(  # the name aiosmtpd calls
-        self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
-    ) -> str:
-        if self.refuse_recipients:
-            return "550 5.1.1 No such mailbox"
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-
-    async def handle_DATA(  # the name aiosmtpd calls
-        self, server: Any, session: Any, envelope: Any
-    ) -> str:
-        await asyncio.get_running_loop().run_in_executor(None, self.release.wait, 10)
-        content = envelope.original_content or envelope.content
-        self.messages.append(
-            (envelope.mail_from, list(envelope.rcpt_tos), email.message_from_bytes(content))
-        )
-        self.received.set()
-        return "250 Message accepted for delivery"
-
-
-@pytest.fixture
-def inbox() -> Iterator[tuple[Inbox, int]]:
-    handler = Inbox()
-    port = free_port()
-    controller = Controller(handler, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        yield handler, port
-    finally:
-        handler.release.set()
-        controller.stop()
-
-
 def app_with_smtp(
     database_url: str, tmp_path: Path, port: int, **overrides: Any
 ) -> AbstractAsyncContextManager[tuple[FastAPI, httpx.AsyncClient]]:
     """An app (with a client) that mails the welcome through the SMTP server on `port`."""
-    settings = make_settings(
-        database_url,
-        tmp_path / "smtp-data",
-        smtp_host="127.0.0.1",
-        smtp_port=port,
-        smtp_starttls=False,
-        smtp_from="shop@example.net",
-        **overrides,
-    )
-    return client_for(settings)
+    return client_for(smtp_settings(database_url, tmp_path / "smtp-data", port, **overrides))
 
 
 @pytest.fixture
@@ -313,11 +244,7 @@ async def test_an_unreachable_smtp_server_does_not_fail_registration(
         assert await user_count(db) == 1
         assert (await login(client, "carol", PASSWORD)).status_code == 200
 
-    warnings = [
-        r
-        for r in caplog.records
-        if r.name == "app.mail" and r.levelno >= logging.WARNING
-    ]
+    warnings = [r for r in caplog.records if r.name == "app.mail" and r.levelno >= logging.WARNING]
     assert len(warnings) == 1
     assert "carol@example.com" in warnings[0].getMessage()
 
