@@ -15,6 +15,7 @@ from sqlalchemy import func, select, text
 
 from app.core.database import Database
 from app.core.migrations import head_revision
+from app.mail.models import OutboxMessage
 from app.users.models import Role, User
 from tests.conftest import Runner, make_settings
 from tests.support import DatabaseProbe, bearer, client_for, register, tokens_for
@@ -95,7 +96,9 @@ async def test_migrate_builds_an_empty_database_and_creates_the_first_admin(
         assert admin.role == Role.ADMIN
         assert admin.email == "boss@example.com"
         assert admin.is_active
+        assert admin.email_verified  # an operator set the address; no message is sent
         assert ADMIN_PASSWORD not in admin.password_hash
+        assert await db.scalar(select(func.count()).select_from(OutboxMessage)) == 0
     assert await _login_role(async_url, tmp_path, "boss", ADMIN_PASSWORD) == "admin"
 
 

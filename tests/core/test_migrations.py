@@ -17,8 +17,10 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, inspect, text
 
+import app.account.models
 import app.auth.models
 import app.idempotency.models
+import app.mail.models
 import app.products.models
 import app.users.models  # noqa: F401  (registers every table on the metadata)
 from app.core.database import Database
@@ -34,6 +36,8 @@ TABLES = {
     "refresh_tokens",
     "login_failures",
     "idempotency_keys",
+    "account_tokens",
+    "mail_outbox",
 }
 # SQLite cannot reflect expression indexes; Alembic says so and skips them.
 _SKIPPED_ON_SQLITE = (
@@ -132,6 +136,41 @@ async def test_downgrade_to_base_then_upgrade_to_head(database_url: str, tmp_pat
         )
         assert created.status_code == 201
         assert (await client.get("/health/ready")).status_code == 200
+
+
+@pytest.mark.filterwarnings(*_SKIPPED_ON_SQLITE)
+async def test_existing_users_become_unverified_and_the_first_admin_verified(
+    database_url: str, tmp_path: Path
+) -> None:
+    """0004 adds email_verified to a database that already has users."""
+    config = alembic_config(database_url)
+    config.attributes["configure_logger"] = False
+    await asyncio.to_thread(command.downgrade, config, "0003")
+
+    def add_users(connection: Connection) -> None:
+        for name, role in (("boss", "admin"), ("carol", "user"), ("other_admin", "admin")):
+            connection.execute(
+                text(
+                    "INSERT INTO users (username, email, password_hash, role, is_active, "
+                    "token_version, created_at, updated_at) VALUES (:name, :email, 'x', :role, "
+                    ":yes, 1, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+                ),
+                {"name": name, "email": f"{name}@example.com", "role": role, "yes": True},
+            )
+        connection.commit()
+
+    await _run(database_url, tmp_path, add_users)
+    await asyncio.to_thread(upgrade, database_url, first_admin_email="BOSS@example.com")
+
+    def verified(connection: Connection) -> dict[str, bool]:
+        rows = connection.execute(text("SELECT username, email_verified FROM users"))
+        return {str(name): bool(flag) for name, flag in rows}
+
+    assert await _run(database_url, tmp_path, verified) == {
+        "boss": True,
+        "carol": False,
+        "other_admin": False,
+    }
 
 
 async def test_upgrading_an_up_to_date_database_changes_nothing(
