@@ -365,7 +365,7 @@ class Fixtures:
     async def refresh(self, scenario: Scenario) -> None:
         """Fresh tokens (they last 15 minutes; a whole run takes longer), and the current
         versions of the PATCH products, read from the database before each run."""
-        import asyncpg  # type: ignore[import-untyped]
+        import asyncpg
 
         tokens = [self.token(user_id) for user_id in range(1, USERS + 1)]
         (self.directory / "tokens.txt").write_text("\n".join(tokens) + "\n")

@@ -56,7 +56,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, TextIO
 
-import asyncpg  # type: ignore[import-untyped]
+import asyncpg
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -38,7 +38,7 @@ from decimal import Decimal
 from typing import Any
 from urllib.parse import parse_qsl
 
-import asyncpg  # type: ignore[import-untyped]
+import asyncpg
 from argon2 import PasswordHasher
 from argon2.exceptions import VerificationError
 from jose import jwt
