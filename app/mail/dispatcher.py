@@ -53,6 +53,7 @@ class MailDispatcher:
         self._transport = MailTransport(settings)
         self._running = False
         self._again = False
+        self._stop = asyncio.Event()  # set by run()'s caller: finish the batch, then return
 
     async def dispatch_due(self) -> int:
         """Sends every message that is due; returns how many were handled.
@@ -68,14 +69,15 @@ class MailDispatcher:
         self._running = True
         handled = 0
         try:
-            while True:
+            while not self._stop.is_set():
                 self._again = False
                 batch = await self._claim()
                 if batch:
                     await asyncio.gather(*(self._deliver(message) for message in batch))
                     handled += len(batch)
                 elif not self._again:
-                    return handled
+                    break
+            return handled
         except Exception as error:  # a pass must not take its caller down
             logger.warning("mail dispatch stopped early: %s", type(error).__name__)
             return handled
@@ -90,6 +92,7 @@ class MailDispatcher:
         message cannot.
         """
         wake = wake or asyncio.Event()
+        self._stop = stop
         while not stop.is_set():
             wake.clear()
             await self.dispatch_due()

@@ -96,6 +96,15 @@ def test_the_stack_is_wired_as_documented(tmp_path: Path) -> None:
     assert [p["target"] for p in services["api"]["ports"]] == [8000]
     assert services["migrate"]["command"] == ["python", "-m", "app", "migrate"]
     assert services["api"]["command"] == _dockerfile_cmd() == PRODUCTION_COMMAND
+    # The mail worker sends; the API only writes the outbox.
+    assert services["worker"]["command"] == ["python", "-m", "app", "worker"]
+    assert services["worker"]["depends_on"]["migrate"]["condition"] == (
+        "service_completed_successfully"
+    )
+    assert services["worker"]["restart"] == "on-failure"
+    assert "ports" not in services["worker"]
+    for name in ("api", "worker"):
+        assert services[name]["environment"]["MAIL_DISPATCHER"] == "worker"
     volumes = [v for v in services["db"]["volumes"] if v["type"] == "volume"]
     assert volumes, "the database needs a named volume"
 
@@ -121,7 +130,7 @@ def compose_environment(backend: str, database_url: str, tmp_path: Path) -> dict
     return environment
 
 
-def test_the_compose_commands_serve_the_api(
+def test_the_compose_commands_serve_the_api_and_deliver_mail(
     compose_environment: dict[str, str], tmp_path: Path
 ) -> None:
     services = _compose_config(tmp_path)["services"]
@@ -141,6 +150,13 @@ def test_the_compose_commands_serve_the_api(
         cwd=PROJECT_ROOT,
         env=compose_environment,
         stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    worker = subprocess.Popen(
+        services["worker"]["command"],
+        cwd=PROJECT_ROOT,
+        env=compose_environment,
+        stdout=(tmp_path / "worker.log").open("wb"),
         stderr=subprocess.STDOUT,
     )
     base_url = f"http://127.0.0.1:{compose_environment['PORT']}"
@@ -170,6 +186,20 @@ def test_the_compose_commands_serve_the_api(
             f"{base_url}/api/v1/products", json={"name": "Kettle", "price": 30}, headers=headers
         )
         assert created.status_code == 201, created.text
+
+        # A reset asked of the API is sent by the worker (to its log: .env has no SMTP).
+        email = compose_environment["FIRST_ADMIN_EMAIL"]
+        reset = httpx.post(f"{base_url}/api/v1/auth/password-reset", json={"email": email})
+        assert reset.status_code == 202
+        deadline = time.monotonic() + 30
+        while "Reset your password" not in (tmp_path / "worker.log").read_text():
+            assert worker.poll() is None, (tmp_path / "worker.log").read_text()
+            assert time.monotonic() < deadline, "the worker never sent the reset"
+            time.sleep(0.2)
+        assert f"message for {email}" in (tmp_path / "worker.log").read_text()
+        assert "Reset your password" not in (tmp_path / "api.log").read_text()
     finally:
         api.terminate()
+        worker.terminate()
         assert api.wait(timeout=30) == 0, shlex.join(services["api"]["command"])
+        assert worker.wait(timeout=30) == 0, shlex.join(services["worker"]["command"])
