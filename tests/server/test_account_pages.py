@@ -93,6 +93,7 @@ def test_the_links_pages_verify_and_reset_in_a_browser(
             expect(page.locator("#result")).to_have_text(
                 "Your password is changed: sign in with it."
             )
+            expect(page.locator("#flow")).to_be_hidden()
             ARTIFACTS.mkdir(exist_ok=True)
             page.screenshot(path=ARTIFACTS / f"reset-password-{backend}.png")
             assert not [line for line in console if "Content Security Policy" in line], console
