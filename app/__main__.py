@@ -25,6 +25,9 @@ from app.mail.repository import OutboxRepository
 from app.users.service import UserService
 
 logger = logging.getLogger("app.cli")
+# In DATA_DIR, touched by `python -m app worker` after every batch and sweep:
+# its age tells a health check whether the worker still works.
+WORKER_HEARTBEAT = "mail-worker.alive"
 
 
 async def _create_admin(settings: Settings, username: str, email: str, password: str) -> bool:
@@ -83,7 +86,9 @@ async def _work(settings: Settings) -> None:
     sweeps on that timer, for retries and anything a notification missed.
     """
     database = Database(settings)
-    dispatcher = MailDispatcher(database, settings)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    heartbeat = settings.data_dir / WORKER_HEARTBEAT
+    dispatcher = MailDispatcher(database, settings, heartbeat=heartbeat)
     stop, wake = asyncio.Event(), asyncio.Event()
     loop = asyncio.get_running_loop()
     for signal_number in (signal.SIGTERM, signal.SIGINT):

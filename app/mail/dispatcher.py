@@ -15,6 +15,7 @@ import contextlib
 import functools
 import logging
 from datetime import timedelta
+from pathlib import Path
 from typing import Annotated
 
 import asyncpg
@@ -47,9 +48,14 @@ def retry_delay(settings: Settings, attempts: int) -> float:
 
 
 class MailDispatcher:
-    def __init__(self, database: Database, settings: Settings) -> None:
+    def __init__(
+        self, database: Database, settings: Settings, *, heartbeat: Path | None = None
+    ) -> None:
         self._database = database
         self._settings = settings
+        # Touched after every batch and every sweep, so a health check can
+        # tell a working dispatcher from a stuck one (compose's worker).
+        self._heartbeat = heartbeat
         self._transport = MailTransport(settings)
         self._running = False
         self._again = False
@@ -72,6 +78,7 @@ class MailDispatcher:
             while not self._stop.is_set():
                 self._again = False
                 batch = await self._claim()
+                self._beat()
                 if batch:
                     await asyncio.gather(*(self._deliver(message) for message in batch))
                     handled += len(batch)
@@ -96,7 +103,12 @@ class MailDispatcher:
         while not stop.is_set():
             wake.clear()
             await self.dispatch_due()
+            self._beat()
             await _first_of(stop, wake, seconds=self._settings.mail_poll_seconds)
+
+    def _beat(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.touch()
 
     async def _claim(self) -> list[OutboxMessage]:
         now = utc_now()

@@ -103,6 +103,10 @@ def test_the_stack_is_wired_as_documented(tmp_path: Path) -> None:
     )
     assert services["worker"]["restart"] == "on-failure"
     assert "ports" not in services["worker"]
+    # Not the image's HTTP check: the worker's heartbeat file, in the image's DATA_DIR.
+    check = services["worker"]["healthcheck"]["test"]
+    assert check[:3] == ["CMD", "python", "-c"]
+    assert "/app/.data/mail-worker.alive" in check[3]
     for name in ("api", "worker"):
         assert services[name]["environment"]["MAIL_DISPATCHER"] == "worker"
     volumes = [v for v in services["db"]["volumes"] if v["type"] == "volume"]

@@ -226,6 +226,8 @@ async def test_the_worker_sends_at_once_and_stops_on_sigterm(
             for name in ("carol", "dave"):
                 assert (await register(client, name)).status_code == 201
         await asyncio.to_thread(handler.wait_for, 2, timeout=20)
+        heartbeat = tmp_path / "data" / "mail-worker.alive"
+        assert time.time() - heartbeat.stat().st_mtime < 60
     finally:
         worker.send_signal(signal.SIGTERM)
         code = worker.wait(15)
