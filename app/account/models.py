@@ -1,10 +1,10 @@
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import Enum, ForeignKey, String
+from sqlalchemy import ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.core.models import Base, BigIntId, utc_now
+from app.core.models import Base, BigIntId, string_enum, utc_now
 
 
 class TokenPurpose(StrEnum):
@@ -27,16 +27,7 @@ class AccountToken(Base):
     user_id: Mapped[int] = mapped_column(
         BigIntId, ForeignKey("users.id", ondelete="CASCADE"), index=True
     )
-    purpose: Mapped[TokenPurpose] = mapped_column(
-        Enum(
-            TokenPurpose,
-            name="token_purpose",
-            native_enum=False,
-            create_constraint=True,
-            length=16,
-            values_callable=lambda members: [member.value for member in members],
-        )
-    )
+    purpose: Mapped[TokenPurpose] = mapped_column(string_enum(TokenPurpose, "token_purpose"))
     # HMAC-SHA256 of the token (hex) under the signing key; see OneTimeTokens.
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     # The address the token was sent to (lower-cased): a verification token

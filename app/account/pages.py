@@ -7,6 +7,7 @@ or a form. They load their script and style from this service only.
 """
 
 import json
+from dataclasses import dataclass
 from html import escape
 from pathlib import Path
 from typing import Annotated
@@ -53,55 +54,49 @@ _CALL = """<p>The token from your message:</p>
   -d '{body}'</pre>"""
 
 
-def _token_or_none(token: str | None) -> str | None:
-    # Anything is shown (escaped); what is a token is for the API to say.
-    return token if token and len(token) <= 1024 else None
+@dataclass(frozen=True)
+class LinkPage:
+    title: str
+    endpoint: str
+    explain: str
+    # The body of the call, the token aside: what the example shows besides.
+    example: dict[str, str]
+    form: str
+
+    def render(self, public_url: str, token: str | None) -> HTMLResponse:
+        if not token or len(token) > 1024:
+            content = _NOTHING_IN_LINK
+        else:
+            # Anything is shown (escaped); what is a token is for the API to say.
+            example = json.dumps({"token": token, **self.example}).replace("'", "")
+            content = _CALL.format(
+                token=escape(token),
+                explain=self.explain,
+                url=escape(public_url + self.endpoint),
+                body=escape(example),
+            )
+            content += self.form
+        html = _PAGE.format(title=self.title, endpoint=self.endpoint, content=content)
+        # The page holds a live secret: no cache, no history copy, no referrer.
+        return HTMLResponse(html, headers={"Cache-Control": "no-store"})
 
 
-def _page(title: str, endpoint: str, content: str) -> HTMLResponse:
-    html = _PAGE.format(title=title, endpoint=endpoint, content=content)
-    # The page holds a live secret: no cache, no history copy, no referrer.
-    return HTMLResponse(html, headers={"Cache-Control": "no-store"})
-
-
-TokenQuery = Annotated[str | None, Query(max_length=4096)]
-
-
-@router.get("/verify-email")
-async def verify_email_page(settings: SettingsDep, token: TokenQuery = None) -> HTMLResponse:
-    endpoint = "/api/v1/auth/verify-email"
-    found = _token_or_none(token)
-    if found is None:
-        return _page("Verify your email address", endpoint, _NOTHING_IN_LINK)
-    content = (
-        _CALL.format(
-            token=escape(found),
-            explain="Verify the address with the button below, or make this call yourself:",
-            url=escape(settings.public_url + endpoint),
-            body=escape(json.dumps({"token": found}).replace("'", "")),
-        )
-        + """
+VERIFY_EMAIL = LinkPage(
+    title="Verify your email address",
+    endpoint="/api/v1/auth/verify-email",
+    explain="Verify the address with the button below, or make this call yourself:",
+    example={},
+    form="""
     <form id="flow">
       <button type="submit">Verify my email address</button>
-    </form>"""
-    )
-    return _page("Verify your email address", endpoint, content)
-
-
-@router.get("/reset-password")
-async def reset_password_page(settings: SettingsDep, token: TokenQuery = None) -> HTMLResponse:
-    endpoint = "/api/v1/auth/password-reset/confirm"
-    found = _token_or_none(token)
-    if found is None:
-        return _page("Choose a new password", endpoint, _NOTHING_IN_LINK)
-    content = (
-        _CALL.format(
-            token=escape(found),
-            explain="Choose a new password here (8 to 128 characters), or make this call yourself:",
-            url=escape(settings.public_url + endpoint),
-            body=escape(json.dumps({"token": found, "new_password": "..."}).replace("'", "")),
-        )
-        + """
+    </form>""",
+)
+RESET_PASSWORD = LinkPage(
+    title="Choose a new password",
+    endpoint="/api/v1/auth/password-reset/confirm",
+    explain="Choose a new password here (8 to 128 characters), or make this call yourself:",
+    example={"new_password": "..."},
+    form="""
     <form id="flow">
       <label for="new-password">New password</label>
       <input id="new-password" name="new_password" type="password" autocomplete="new-password"
@@ -110,9 +105,20 @@ async def reset_password_page(settings: SettingsDep, token: TokenQuery = None) -
       <input id="repeat-password" type="password" autocomplete="new-password"
              minlength="8" maxlength="128" required>
       <button type="submit">Set my new password</button>
-    </form>"""
-    )
-    return _page("Choose a new password", endpoint, content)
+    </form>""",
+)
+
+TokenQuery = Annotated[str | None, Query(max_length=4096)]
+
+
+@router.get("/verify-email")
+async def verify_email_page(settings: SettingsDep, token: TokenQuery = None) -> HTMLResponse:
+    return VERIFY_EMAIL.render(settings.public_url, token)
+
+
+@router.get("/reset-password")
+async def reset_password_page(settings: SettingsDep, token: TokenQuery = None) -> HTMLResponse:
+    return RESET_PASSWORD.render(settings.public_url, token)
 
 
 def install_pages(app: FastAPI) -> None:

@@ -1,9 +1,10 @@
 """What every table shares: metadata with a naming convention, ids and timestamps."""
 
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any, ClassVar
 
-from sqlalchemy import BigInteger, DateTime, Integer, MetaData, TypeDecorator
+from sqlalchemy import BigInteger, DateTime, Enum, Integer, MetaData, TypeDecorator
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -20,6 +21,19 @@ NAMING_CONVENTION = {
 # BIGINT on PostgreSQL; SQLite only auto-increments a column declared INTEGER.
 BigIntId = BigInteger().with_variant(Integer(), "sqlite")
 MAX_ID = 2**63 - 1
+
+
+def string_enum(cls: type[StrEnum], name: str) -> Enum:
+    """A VARCHAR(16) holding the members' values, with a CHECK that names them
+    (the same on PostgreSQL and SQLite; adding a member is a migration, not an ALTER TYPE)."""
+    return Enum(
+        cls,
+        name=name,
+        native_enum=False,
+        create_constraint=True,
+        length=16,
+        values_callable=lambda members: [member.value for member in members],
+    )
 
 
 def utc_now() -> datetime:

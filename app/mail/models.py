@@ -1,10 +1,10 @@
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import Enum, ForeignKey, Index, String
+from sqlalchemy import ForeignKey, Index, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.core.models import Base, BigIntId, utc_now
+from app.core.models import Base, BigIntId, string_enum, utc_now
 
 
 class MessageKind(StrEnum):
@@ -18,17 +18,6 @@ class MessageStatus(StrEnum):
     SENT = "sent"
     FAILED = "failed"  # MAIL_MAX_ATTEMPTS used up; `python -m app mail retry` requeues
     SKIPPED = "skipped"  # nothing to send any more: no such user, address changed, superseded
-
-
-def _enum(cls: type[StrEnum], name: str) -> Enum:
-    return Enum(
-        cls,
-        name=name,
-        native_enum=False,
-        create_constraint=True,
-        length=16,
-        values_callable=lambda members: [member.value for member in members],
-    )
 
 
 class OutboxMessage(Base):
@@ -50,7 +39,7 @@ class OutboxMessage(Base):
     )
 
     id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
-    kind: Mapped[MessageKind] = mapped_column(_enum(MessageKind, "message_kind"))
+    kind: Mapped[MessageKind] = mapped_column(string_enum(MessageKind, "message_kind"))
     # Null for a reset asked for an address no active user has: the request
     # is recorded all the same (it counts against the address's limit) and
     # the dispatcher skips it.
@@ -66,7 +55,7 @@ class OutboxMessage(Base):
     # recognise the rare second delivery.
     message_id: Mapped[str] = mapped_column(String(255), unique=True)
     status: Mapped[MessageStatus] = mapped_column(
-        _enum(MessageStatus, "message_status"), default=MessageStatus.PENDING
+        string_enum(MessageStatus, "message_status"), default=MessageStatus.PENDING
     )
     attempts: Mapped[int] = mapped_column(default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(default=utc_now)

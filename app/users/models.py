@@ -1,9 +1,9 @@
 from enum import StrEnum
 
-from sqlalchemy import Boolean, Enum, Index, String, false, func, text
+from sqlalchemy import Boolean, Index, String, false, func, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.core.models import Base, BigIntId, TimestampMixin
+from app.core.models import Base, BigIntId, TimestampMixin, string_enum
 
 
 class Role(StrEnum):
@@ -28,17 +28,7 @@ class User(TimestampMixin, Base):
     email: Mapped[str] = mapped_column(String(320))
     full_name: Mapped[str | None] = mapped_column(String(200))
     password_hash: Mapped[str] = mapped_column(String(255))
-    role: Mapped[Role] = mapped_column(
-        Enum(
-            Role,
-            name="role",
-            native_enum=False,
-            create_constraint=True,
-            length=16,
-            values_callable=lambda roles: [role.value for role in roles],
-        ),
-        default=Role.USER,
-    )
+    role: Mapped[Role] = mapped_column(string_enum(Role, "role"), default=Role.USER)
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
     # True once the owner of the address followed a verification link sent
     # to it; a change of address makes it false again.

@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from app.mail.models import OutboxMessage
 from tests.mailbox import Inbox, Received, smtp_settings
-from tests.support import DEFAULT_PASSWORD, Account, DatabaseProbe, client_for, tokens_for
+from tests.support import DEFAULT_PASSWORD, Account, DatabaseProbe, client_for, create_account
 
 PUBLIC_URL = "https://api.shop.example"
 
@@ -36,20 +36,7 @@ class Mail:
     async def register_without_waiting(
         self, username: str, password: str = DEFAULT_PASSWORD
     ) -> Account:
-        response = await self.client.post(
-            "/api/v1/users",
-            json={"username": username, "email": f"{username}@example.com", "password": password},
-        )
-        assert response.status_code == 201, response.text
-        tokens = await tokens_for(self.client, username, password)
-        return Account(
-            id=response.json()["id"],
-            username=username,
-            email=f"{username}@example.com",
-            password=password,
-            access_token=tokens["access_token"],
-            refresh_token=tokens["refresh_token"],
-        )
+        return await create_account(self.client, username, password)
 
     def last_to(self, address: str) -> Received:
         received = self.inbox.to(address)

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -123,6 +124,22 @@ def start_server(
         time.sleep(0.1)
     server.stop()
     raise AssertionError(f"server did not become ready: {log_path.read_text(errors='replace')}")
+
+
+@contextmanager
+def two_servers(environment: dict[str, str], tmp_path: Path) -> Iterator[tuple[Server, Server]]:
+    """Two production servers (two replicas) on one database, stopped afterwards."""
+    first = start_server(environment, tmp_path / "first.log")
+    try:
+        second = start_server(environment, tmp_path / "second.log")
+    except BaseException:
+        first.stop()
+        raise
+    try:
+        yield first, second
+    finally:
+        first.stop()
+        second.stop()
 
 
 @pytest.fixture

@@ -28,7 +28,13 @@ from sqlalchemy import select
 from app.mail.models import MessageStatus, OutboxMessage
 from tests.conftest import make_settings
 from tests.mailbox import Inbox, free_port
-from tests.server.conftest import PROJECT_ROOT, Server, server_environment, start_server
+from tests.server.conftest import (
+    PROJECT_ROOT,
+    Server,
+    server_environment,
+    start_server,
+    two_servers,
+)
 from tests.support import DatabaseProbe, client_for, register
 
 PASSWORD = "correct horse battery"
@@ -68,15 +74,8 @@ def replicas_with_smtp(
 ) -> Iterator[tuple[Server, Server]]:
     _, port = inbox
     environment = server_environment(database_url, tmp_path / "data", **smtp_environment(port))
-    first = start_server(environment, tmp_path / "first.log")
-    try:
-        second = start_server(environment, tmp_path / "second.log")
-    except BaseException:
-        first.stop()
-        raise
-    yield first, second
-    first.stop()
-    second.stop()
+    with two_servers(environment, tmp_path) as servers:
+        yield servers
 
 
 async def test_two_servers_send_every_message_exactly_once(

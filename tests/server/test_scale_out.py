@@ -13,23 +13,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.server.conftest import Server, server_environment, start_server
+from tests.server.conftest import Server, server_environment, two_servers
 
 PASSWORD = "correct horse battery"
 
 
 @pytest.fixture
 def replicas(database_url: str, tmp_path: Path) -> Iterator[tuple[Server, Server]]:
-    environment = server_environment(database_url, tmp_path / "data")
-    first = start_server(environment, tmp_path / "first.log")
-    try:
-        second = start_server(environment, tmp_path / "second.log")
-    except BaseException:
-        first.stop()
-        raise
-    yield first, second
-    first.stop()
-    second.stop()
+    with two_servers(server_environment(database_url, tmp_path / "data"), tmp_path) as servers:
+        yield servers
 
 
 def call(server: Server, method: str, path: str, **kwargs: object) -> httpx.Response:

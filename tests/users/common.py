@@ -7,6 +7,7 @@ import httpx
 from sqlalchemy import func, select
 
 from app.users.models import User
+from tests.security.common import USER_FIELDS
 from tests.support import (
     Account,
     DatabaseProbe,
@@ -17,18 +18,6 @@ from tests.support import (
 )
 
 ME = "/api/v1/users/me"
-
-USER_FIELDS = {
-    "id",
-    "username",
-    "email",
-    "full_name",
-    "role",
-    "is_active",
-    "email_verified",
-    "created_at",
-    "updated_at",
-}
 
 
 async def user_count(db: DatabaseProbe) -> int:
