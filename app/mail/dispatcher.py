@@ -100,6 +100,11 @@ class MailDispatcher:
         """
         wake = wake or asyncio.Event()
         self._stop = stop
+        if not self._transport.uses_smtp and self._settings.environment != "development":
+            logger.warning(
+                "SMTP_HOST is not set: messages go to the log, without their links; "
+                "nobody receives them"
+            )
         while not stop.is_set():
             wake.clear()
             await self.dispatch_due()
