@@ -22,6 +22,7 @@ from app.core.logging import configure_logging
 from app.core.metrics import router as metrics_router
 from app.core.middleware import (
     BodySizeLimitMiddleware,
+    CacheControlMiddleware,
     CORSProblemMiddleware,
     HeadMiddleware,
     RequestContextMiddleware,
@@ -160,6 +161,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # the app keeps every route alive, so the ids stay valid.
     templates = {id(c.original_route): c.path_format or "" for c in iter_route_contexts(app.routes)}
     app.add_middleware(RequestContextMiddleware, route_templates=templates)
+    app.add_middleware(CacheControlMiddleware)
     app.add_middleware(
         SecurityHeadersMiddleware,
         docs_paths=DOCS_PATHS,

@@ -7,7 +7,7 @@ from app.auth.service import AuthService
 from app.core.context import user_id_var
 from app.core.database import SessionDep
 from app.core.dependencies import PasswordHasherDep, SettingsDep, TokenCodecDep
-from app.core.exceptions import NotAuthenticated
+from app.core.exceptions import InvalidAccessToken, NotAuthenticated
 from app.users.models import User
 
 TOKEN_URL = "/api/v1/auth/token"  # noqa: S105  (a path, not a secret)
@@ -34,7 +34,10 @@ async def get_current_user(
 ) -> User:
     if not token:
         raise NotAuthenticated("This route needs a bearer access token.")
-    user = await auth.authenticate(token)
+    try:
+        user = await auth.authenticate(token)
+    except NotAuthenticated as refused:
+        raise InvalidAccessToken(refused.detail) from refused
     user_id_var.set(user.id)
     return user
 

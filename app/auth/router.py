@@ -3,11 +3,18 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Response, status
 
 from app.auth.dependencies import AuthServiceDep
-from app.auth.schemas import RefreshRequest, TokenPairRead
+from app.auth.schemas import RefreshRequest, RefreshTokenText, TokenPairRead
 from app.auth.service import TokenPair
-from app.core.exceptions import UnsupportedGrantType
+from app.core.exceptions import InvalidRequest
 from app.core.problems import OAuth2Problem
-from app.core.routing import ApiRoute, OAuth2FormRoute, problem_responses
+from app.core.routing import (
+    REFRESH_GRANT,
+    ApiRoute,
+    OAuth2FormRoute,
+    check_grant_type,
+    missing_fields,
+    problem_responses,
+)
 from app.core.schemas import SingleLine
 
 router = APIRouter(prefix="/auth", tags=["auth"], route_class=ApiRoute)
@@ -36,37 +43,90 @@ _TOKEN_LINKS = {
 
 @_token_router.post(
     "/token",
-    summary="Sign in (OAuth2 password grant)",
-    description="Takes an `application/x-www-form-urlencoded` form. `username` is a username or "
-    "an email. Failed logins are throttled per account: after `LOGIN_MAX_FAILURES` failures "
-    "within `LOGIN_WINDOW_SECONDS`, attempts get 429 (even with the right password) until "
-    "`Retry-After` seconds have passed.",
+    summary="Sign in, or refresh (OAuth2 password and refresh grants)",
+    description="Takes an `application/x-www-form-urlencoded` form (RFC 6749).\n\n"
+    "- **Password grant** (`grant_type=password`, or no `grant_type`): `username` (a username "
+    "or an email) and `password`. Failed logins are throttled per account: after "
+    "`LOGIN_MAX_FAILURES` failures within `LOGIN_WINDOW_SECONDS`, attempts get 429 (even with "
+    "the right password) until `Retry-After` seconds have passed.\n"
+    "- **Refresh grant** (`grant_type=refresh_token`): `refresh_token`. The same rules as "
+    "`POST /api/v1/auth/refresh` (the token is retired; a retired one revokes its whole "
+    "login), but a token that is not valid gets 400 `invalid_grant`, as RFC 6749 says.",
     responses={
         200: {"links": _TOKEN_LINKS},
         400: {
             "model": OAuth2Problem,
-            "description": "`invalid_grant`: wrong credentials or an inactive user. "
-            "`invalid_request`: a malformed form. `unsupported_grant_type`: `grant_type` is "
-            "not `password`.",
+            "description": "`unsupported_grant_type`: `grant_type` is neither `password` nor "
+            "`refresh_token` (checked before anything else). `invalid_request`: a field the "
+            "grant needs is missing or malformed. `invalid_grant`: wrong credentials, an "
+            "inactive user, or a refresh token that is not valid.",
         },
         **problem_responses(413, 429, 503),
+    },
+    openapi_extra={
+        "requestBody": {
+            "content": {
+                "application/x-www-form-urlencoded": {
+                    "examples": {
+                        "password": {
+                            "summary": "Sign in",
+                            "value": {
+                                "grant_type": "password",
+                                "username": "alice",
+                                "password": "correct horse battery",
+                            },
+                        },
+                        "refresh": {
+                            "summary": "Refresh",
+                            "value": {
+                                "grant_type": "refresh_token",
+                                "refresh_token": "eyJhbGciOiJIUzI1NiIsInR5cCI6InJ0K2p3dCJ9...",
+                            },
+                        },
+                    }
+                }
+            }
+        }
     },
 )
 async def issue_token(
     auth: AuthServiceDep,
     response: Response,
+    grant_type: Annotated[
+        str | None,
+        Form(description="`password` (the default) or `refresh_token`.", examples=["password"]),
+    ] = None,
     username: Annotated[
-        SingleLine,
-        Form(min_length=1, max_length=320, description="Username or email.", examples=["alice"]),
-    ],
+        SingleLine | None,
+        Form(
+            min_length=1,
+            max_length=320,
+            description="Username or email (password grant).",
+            examples=["alice"],
+        ),
+    ] = None,
     password: Annotated[
-        SingleLine, Form(min_length=1, max_length=1024, examples=["correct horse battery"])
-    ],
-    grant_type: Annotated[str | None, Form(description="`password` when sent.")] = None,
+        SingleLine | None,
+        Form(
+            min_length=1,
+            max_length=1024,
+            description="The password (password grant).",
+            examples=["correct horse battery"],
+        ),
+    ] = None,
+    refresh_token: Annotated[
+        RefreshTokenText | None, Form(description="The refresh token (refresh grant).")
+    ] = None,
     scope: Annotated[str, Form(description="Ignored: there are no scopes.")] = "",
 ) -> TokenPairRead:
-    if grant_type is not None and grant_type != "password":
-        raise UnsupportedGrantType("Only the password grant type is supported.")
+    check_grant_type(grant_type)
+    if grant_type == REFRESH_GRANT:
+        if refresh_token is None:
+            raise InvalidRequest(missing_fields(["refresh_token"]))
+        return _token_response(response, await auth.refresh_grant(refresh_token))
+    if username is None or password is None:
+        sent = {"username": username, "password": password}
+        raise InvalidRequest(missing_fields([name for name, value in sent.items() if not value]))
     return _token_response(response, await auth.login(username, password))
 
 

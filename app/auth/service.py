@@ -83,6 +83,17 @@ class AuthService:
         stored.used_at = utc_now()
         return self._issue_pair(user, family=family)
 
+    async def refresh_grant(self, refresh_token: str) -> TokenPair:
+        """The token endpoint's refresh grant (RFC 6749 section 6): `refresh`'s rules, with
+        RFC 6749's answer for a token that is not valid (400 invalid_grant, not 401).
+
+        A reused token still revokes its login: InvalidGrant keeps the changes.
+        """
+        try:
+            return await self.refresh(refresh_token)
+        except NotAuthenticated as refused:
+            raise InvalidGrant(refused.detail) from refused
+
     async def logout(self, refresh_token: str) -> None:
         """Revokes the token's whole family; an expired or already revoked one is fine."""
         claims = self._codec.decode(refresh_token, "refresh", allow_expired=True)

@@ -22,6 +22,11 @@ class NotAuthenticated(DomainError):
     """No credentials, or credentials that are not (or no longer) valid."""
 
 
+class InvalidAccessToken(NotAuthenticated):
+    """A bearer access token was sent and refused: expired, forged, revoked (RFC 6750's
+    `error="invalid_token"`)."""
+
+
 class RefreshTokenReused(NotAuthenticated):
     """A retired refresh token came back: its family has just been revoked."""
 

@@ -1,5 +1,6 @@
-"""Entity tags (RFC 9110 section 8.8.3) as the routers read and write them."""
+"""Entity tags (RFC 9110 section 8.8.3) and caching directives as the routers write them."""
 
+import hashlib
 import re
 from dataclasses import dataclass
 
@@ -12,8 +13,20 @@ _TAG = r'(?:W/)?"[\x21\x23-\x7E]*"'
 ENTITY_TAG_LIST = rf"^(?:\*|[ \t]*{_TAG}(?:[ \t]*,[ \t]*{_TAG})*[ \t]*)$"
 
 
+# RFC 9111: a cache may store the response but must ask before using it again.
+REVALIDATE = "no-cache"
+# Nothing stores it: errors, token responses, anything asked for with credentials.
+NO_STORE = "no-store"
+
+
 def etag(version: int) -> str:
     return f'"{version}"'
+
+
+def content_tag(body: bytes) -> str:
+    """A strong validator made from the representation itself (128 bits of its sha256):
+    every worker computes the same one, and it changes whenever a byte does."""
+    return hashlib.sha256(body).hexdigest()[:32]
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,11 +73,12 @@ def if_match(header: str | None) -> VersionMatch | None:
     return VersionMatch(versions=_versions(tags.strong), any=tags.any)
 
 
-def if_none_match_hits(header: str | None, version: int) -> bool:
-    """True when `If-None-Match` matches the current version (weak comparison): answer 304."""
+def if_none_match_hits(header: str | None, tag: str) -> bool:
+    """True when `If-None-Match` names the current entity tag (its opaque part, `tag`), by
+    weak comparison, or is `*`: answer 304."""
     if header is None:
         return False
     tags = _parse(header)
     if tags is None:
         return False
-    return tags.any or version in _versions(tags.strong | tags.weak)
+    return tags.any or tag in tags.strong or tag in tags.weak

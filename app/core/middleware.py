@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core import metrics
 from app.core.context import request_id_var, user_id_var
+from app.core.http import NO_STORE
 from app.core.problems import problem_response, send_problem
 
 access_logger = logging.getLogger("app.access")
@@ -195,6 +196,33 @@ class SecurityHeadersMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+class CacheControlMiddleware:
+    """What no cache may keep (RFC 9111): errors, and every answer to a request with credentials.
+
+    These win over what a route set (a product's `no-cache`): a shared cache
+    must never hand one client's signed-in view, or a passing error, to
+    another. Routes decide for the rest.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        credentials = any(name == b"authorization" for name, _ in scope["headers"])
+
+        async def send_with_policy(message: Message) -> None:
+            if message["type"] == "http.response.start" and (
+                credentials or message["status"] >= 400
+            ):
+                MutableHeaders(scope=message)["Cache-Control"] = NO_STORE
+            await send(message)
+
+        await self.app(scope, receive, send_with_policy)
 
 
 class ContentTooLarge(HTTPException):

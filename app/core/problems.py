@@ -152,7 +152,9 @@ async def _on_domain_error(request: Request, error: Exception) -> JSONResponse:
     status = _domain_status(error)
     headers: dict[str, str] = {}
     members: dict[str, Any] = {}
-    if isinstance(error, exc.NotAuthenticated):
+    if isinstance(error, exc.InvalidAccessToken):
+        headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
+    elif isinstance(error, exc.NotAuthenticated):
         headers["WWW-Authenticate"] = "Bearer"
     if isinstance(error, exc.RateLimited):
         headers["Retry-After"] = str(error.retry_after)

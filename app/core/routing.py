@@ -8,7 +8,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 
-from app.core.exceptions import InvalidRequest
+from app.core.exceptions import InvalidRequest, UnsupportedGrantType
 from app.core.problems import Problem, ValidationProblem, title_for, validation_issues
 
 Handler = Callable[[Request], Coroutine[Any, Any, Response]]
@@ -57,8 +57,31 @@ class ApiRoute(APIRoute):
         return handle
 
 
+REFRESH_GRANT = "refresh_token"
+GRANT_TYPES = ("password", REFRESH_GRANT)
+
+
+def check_grant_type(grant_type: object) -> None:
+    """RFC 6749's unsupported_grant_type, for any `grant_type` sent that is not ours.
+
+    An empty one counts as not sent (RFC 6749 section 3.1): the password grant.
+    """
+    if grant_type not in (None, "", *GRANT_TYPES):
+        raise UnsupportedGrantType(
+            "The grant type must be password or refresh_token; no other is supported."
+        )
+
+
+def missing_fields(names: list[str]) -> str:
+    return "The form is missing fields or has invalid ones: " + ", ".join(sorted(names)) + "."
+
+
 class OAuth2FormRoute(ApiRoute):
-    """The token endpoint answers a malformed form as RFC 6749 asks: 400 invalid_request."""
+    """The token endpoint answers a malformed form as RFC 6749 asks: 400 invalid_request.
+
+    An unsupported `grant_type` is answered first, whatever else the form holds
+    or lacks: the client asked for something this server never does.
+    """
 
     def get_route_handler(self) -> Handler:
         handler = super().get_route_handler()
@@ -67,12 +90,12 @@ class OAuth2FormRoute(ApiRoute):
             try:
                 return await handler(request)
             except RequestValidationError as error:
-                fields = sorted(
-                    {str(issue["loc"][-1]) for issue in validation_issues(error.errors())}
-                )
-                raise InvalidRequest(
-                    "The form is missing fields or has invalid ones: " + ", ".join(fields) + "."
-                ) from error
+                form = error.body
+                if hasattr(form, "getlist"):
+                    for grant_type in form.getlist("grant_type"):
+                        check_grant_type(grant_type)
+                fields = [str(issue["loc"][-1]) for issue in validation_issues(error.errors())]
+                raise InvalidRequest(missing_fields(sorted(set(fields)))) from error
             except HTTPException as error:
                 if error.status_code != 400:
                     raise

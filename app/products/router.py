@@ -5,7 +5,14 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from app.auth.dependencies import CurrentUser
 from app.core.database import SessionDep
 from app.core.dependencies import SettingsDep
-from app.core.http import ENTITY_TAG_LIST, etag, if_match, if_none_match_hits
+from app.core.http import (
+    ENTITY_TAG_LIST,
+    REVALIDATE,
+    content_tag,
+    etag,
+    if_match,
+    if_none_match_hits,
+)
 from app.core.params import IdPath
 from app.core.routing import ApiRoute, problem_responses
 from app.idempotency.service import IdempotencyService, Outcome, StoredResponse, fingerprint
@@ -38,7 +45,11 @@ IfMatch = Annotated[
     ),
 ]
 IfNoneMatch = Annotated[
-    str | None, Header(description="Answer 304 if the product's `ETag` is one of these.")
+    str | None,
+    Header(
+        alias="If-None-Match",
+        description="Answer 304 if the current `ETag` is one of these (or `*`).",
+    ),
 ]
 
 IdempotencyKeyHeader = Annotated[
@@ -76,6 +87,20 @@ def _next_steps(product_id: dict[str, str]) -> dict[str, Any]:
 
 _ETAG_HEADER = {
     "ETag": {"description": "The product's version, quoted.", "schema": {"type": "string"}}
+}
+_REVALIDATE_HEADER = {
+    "Cache-Control": {
+        "description": "`no-cache`: a cache may keep the response but must revalidate it "
+        "(`If-None-Match`) before each use; `no-store` when the request carried credentials.",
+        "schema": {"type": "string"},
+    }
+}
+_PAGE_ETAG_HEADER = {
+    "ETag": {
+        "description": "A validator of this page: it changes whenever the page's products or "
+        "`total` do, and is the same from every server.",
+        "schema": {"type": "string"},
+    }
 }
 _CHANGE_ERRORS = (401, 403, 404, 409, 412, 413, 422, 503)
 
@@ -119,26 +144,41 @@ _NEXT_PAGE_HEADER = {
     "Page with `offset`, or, deep into a long list, with `cursor`: a page that has a next "
     'one links to it in its `Link` header (`rel="next"`), by cursor, which costs the '
     "same however deep the page is.",
-    responses={200: {"headers": _NEXT_PAGE_HEADER}, **problem_responses(422, 503)},
+    response_model=ProductPage,
+    responses={
+        200: {"headers": {**_NEXT_PAGE_HEADER, **_PAGE_ETAG_HEADER, **_REVALIDATE_HEADER}},
+        304: {
+            "description": "`If-None-Match` matched: the client's copy of this page is current.",
+            "headers": {**_PAGE_ETAG_HEADER, **_REVALIDATE_HEADER},
+        },
+        **problem_responses(422, 503),
+    },
 )
 async def list_products(
     request: Request,
-    response: Response,
     query: Annotated[ProductQuery, Query()],
     products: ProductServiceDep,
-) -> ProductPage:
+    if_none_match: IfNoneMatch = None,
+) -> Response:
     found = await products.list(query)
-    if found.next_cursor is not None:
-        following = request.url.remove_query_params("offset").include_query_params(
-            cursor=found.next_cursor.encode()
-        )
-        response.headers["Link"] = f'<{following.path}?{following.query}>; rel="next"'
-    return ProductPage(
+    page = ProductPage(
         items=[ProductRead.model_validate(p) for p in found.items],
         total=found.total,
         limit=query.limit,
         offset=query.offset,
     )
+    # Serialized here, once, because the validator is made from the bytes.
+    body = page.model_dump_json().encode()
+    tag = content_tag(body)
+    headers = {"ETag": f'"{tag}"', "Cache-Control": REVALIDATE}
+    if if_none_match_hits(if_none_match, tag):
+        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
+    if found.next_cursor is not None:
+        following = request.url.remove_query_params("offset").include_query_params(
+            cursor=found.next_cursor.encode()
+        )
+        headers["Link"] = f'<{following.path}?{following.query}>; rel="next"'
+    return Response(body, headers=headers, media_type="application/json")
 
 
 @router.get(
@@ -146,10 +186,10 @@ async def list_products(
     summary="Read a product",
     response_model=ProductRead,
     responses={
-        200: {"headers": _ETAG_HEADER, "links": _next_steps(_SAME_ID)},
+        200: {"headers": {**_ETAG_HEADER, **_REVALIDATE_HEADER}, "links": _next_steps(_SAME_ID)},
         304: {
             "description": "`If-None-Match` matched: the client's copy is current.",
-            "headers": _ETAG_HEADER,
+            "headers": {**_ETAG_HEADER, **_REVALIDATE_HEADER},
         },
         **problem_responses(404, 422, 503),
     },
@@ -161,10 +201,12 @@ async def get_product(
     if_none_match: IfNoneMatch = None,
 ) -> ProductRead | Response:
     product = await products.get(product_id)
-    if if_none_match_hits(if_none_match, product.version):
+    if if_none_match_hits(if_none_match, str(product.version)):
         return Response(
-            status_code=status.HTTP_304_NOT_MODIFIED, headers={"ETag": etag(product.version)}
+            status_code=status.HTTP_304_NOT_MODIFIED,
+            headers={"ETag": etag(product.version), "Cache-Control": REVALIDATE},
         )
+    response.headers["Cache-Control"] = REVALIDATE
     return _with_etag(response, product)
 
 

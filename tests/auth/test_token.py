@@ -101,7 +101,7 @@ async def test_grant_type_password_is_accepted(client: httpx.AsyncClient, user: 
 
 
 @pytest.mark.parametrize(
-    "grant_type", ["client_credentials", "refresh_token", "authorization_code", "Password"]
+    "grant_type", ["client_credentials", "authorization_code", "Password", "refresh-token"]
 )
 async def test_other_grant_types_get_unsupported_grant_type(
     client: httpx.AsyncClient, user: Account, grant_type: str
@@ -112,6 +112,35 @@ async def test_other_grant_types_get_unsupported_grant_type(
     )
     assert_oauth2_error(response, "unsupported_grant_type")
     assert response.headers["cache-control"] == "no-store"
+
+
+async def test_an_empty_grant_type_counts_as_not_sent(
+    client: httpx.AsyncClient, user: Account
+) -> None:
+    """RFC 6749 section 3.1: parameters sent without a value are treated as omitted."""
+    response = await client.post(
+        TOKEN_URL, data={"grant_type": "", "username": "alice", "password": user.password}
+    )
+    assert_token_pair(response)
+    missing = await client.post(TOKEN_URL, data={"grant_type": "", "username": "alice"})
+    assert_oauth2_error(missing, "invalid_request")
+
+
+@pytest.mark.parametrize(
+    "form",
+    [
+        {"grant_type": "client_credentials"},
+        {"grant_type": "client_credentials", "client_id": "x", "client_secret": "y"},
+        {"grant_type": "authorization_code", "username": "bad\nname", "password": ""},
+        {"grant_type": "implicit", "username": "x" * 400, "password": "p" * 2000},
+        {"grant_type": "urn:ietf:params:oauth:grant-type:device_code", "refresh_token": ""},
+    ],
+    ids=["alone", "client credentials", "malformed fields", "too long", "empty refresh"],
+)
+async def test_an_unsupported_grant_type_is_answered_before_any_other_check(
+    client: httpx.AsyncClient, form: dict[str, str]
+) -> None:
+    assert_oauth2_error(await client.post(TOKEN_URL, data=form), "unsupported_grant_type")
 
 
 async def test_wrong_password_gets_invalid_grant(

@@ -109,7 +109,8 @@ async def test_create_with_a_garbage_token_is_401(
         headers={"Authorization": "Bearer not-a-jwt"},
     )
     assert_problem(response, 401)
-    assert response.headers["www-authenticate"] == "Bearer"
+    # RFC 6750 section 3.1: a token was sent and refused.
+    assert response.headers["www-authenticate"] == 'Bearer error="invalid_token"'
     assert await count_products(db) == 0
 
 
