@@ -3,6 +3,7 @@
 import argparse
 import asyncio
 import getpass
+import json
 import logging
 import signal
 import sys
@@ -110,6 +111,17 @@ async def _work(settings: Settings) -> None:
     logger.info("mail worker stopped")
 
 
+def openapi_json(settings: Settings) -> str:
+    """The document exactly as /openapi.json serves it, indented for review."""
+    from app.main import create_app
+
+    app = create_app(settings.model_copy(update={"docs_enabled": True}))
+    try:
+        return json.dumps(app.openapi(), indent=2, ensure_ascii=False) + "\n"
+    finally:
+        asyncio.run(app.state.database.dispose())
+
+
 def migrate(settings: Settings) -> None:
     """Applies every migration, then creates the first admin from FIRST_ADMIN_* if missing."""
     upgrade(settings.sqlalchemy_url, first_admin_email=settings.first_admin_email)
@@ -151,6 +163,9 @@ def main(argv: list[str] | None = None) -> None:
         "failures, and sent messages older than MAIL_RETENTION_DAYS",
     )
     commands.add_parser("worker", help="send mail from the outbox until stopped (SIGTERM)")
+    commands.add_parser(
+        "openapi", help="print the OpenAPI document the service serves (docs/openapi.json)"
+    )
     mail = commands.add_parser("mail", help="the mail outbox")
     mail_commands = mail.add_subparsers(dest="mail_command", required=True)
     mail_commands.add_parser("status", help="print how many messages are in each state")
@@ -170,6 +185,8 @@ def main(argv: list[str] | None = None) -> None:
             create_admin(settings, args.username, args.email, args.password)
         elif args.command == "worker":
             asyncio.run(_work(settings))
+        elif args.command == "openapi":
+            sys.stdout.write(openapi_json(settings))
         elif args.command == "mail" and args.mail_command == "status":
             counts = asyncio.run(_mail_status(settings))
             for status, count in counts.items():

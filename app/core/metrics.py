@@ -101,6 +101,8 @@ router = APIRouter(tags=["health"])
 @router.get(
     "/metrics",
     summary="Prometheus metrics, summed over every worker",
+    description="Prometheus text format: requests, latency, requests in flight, database "
+    "pools and mail delivery. Keep it off the public internet at your proxy.",
     response_class=Response,
     responses={200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}}},
 )

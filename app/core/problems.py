@@ -91,6 +91,21 @@ class Problem(BaseModel):
 class OAuth2Problem(Problem):
     """A token endpoint error: a problem that also carries RFC 6749's `error` code."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "type": "about:blank",
+                "title": "Bad Request",
+                "status": 400,
+                "detail": "Incorrect username or password.",
+                "instance": "/api/v1/auth/token",
+                "request_id": "0f4c6b1e9a2d4e37b1c2d3e4f5a6b7c8",
+                "error": "invalid_grant",
+                "error_description": "Incorrect username or password.",
+            }
+        }
+    )
+
     error: str = Field(examples=["invalid_grant"])
     error_description: str | None = None
 
@@ -103,6 +118,26 @@ class ValidationIssue(BaseModel):
 
 class ValidationProblem(Problem):
     """A 422: what was wrong with the request, one entry per problem found."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "type": "about:blank",
+                "title": "Unprocessable Content",
+                "status": 422,
+                "detail": "The request is not valid: see the error below.",
+                "instance": "/api/v1/products",
+                "request_id": "0f4c6b1e9a2d4e37b1c2d3e4f5a6b7c8",
+                "errors": [
+                    {
+                        "loc": ["body", "price"],
+                        "msg": "Input should be a valid decimal",
+                        "type": "decimal_parsing",
+                    }
+                ],
+            }
+        }
+    )
 
     errors: list[ValidationIssue]
 

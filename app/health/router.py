@@ -23,7 +23,12 @@ class ReadinessRead(HealthRead):
     schema_revision: str
 
 
-@router.get("/live", summary="The process is serving")
+@router.get(
+    "/live",
+    summary="The process is serving",
+    description="Liveness: answers without touching the database, so a database outage never "
+    "gets a healthy process restarted.",
+)
 async def live() -> HealthRead:
     return HealthRead()
 
@@ -31,6 +36,8 @@ async def live() -> HealthRead:
 @router.get(
     "/ready",
     summary="The database answers and its schema is at the newest migration",
+    description="Readiness: 503 while the database cannot be reached or is not migrated to "
+    "what this release needs, so a load balancer sends no traffic here meanwhile.",
     response_model=ReadinessRead,
     responses=problem_responses(503),
 )

@@ -184,6 +184,8 @@ async def list_products(
 @router.get(
     "/{product_id}",
     summary="Read a product",
+    description="Anyone may read. The `ETag` is the product's version; send it back in "
+    "`If-None-Match` to get 304 while it is current, or in `If-Match` to change it safely.",
     response_model=ProductRead,
     responses={
         200: {"headers": {**_ETAG_HEADER, **_REVALIDATE_HEADER}, "links": _next_steps(_SAME_ID)},
@@ -320,6 +322,7 @@ async def patch_product(
     "/{product_id}",
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Delete a product (owner or admin)",
+    description="With `If-Match`, only if the product is still at that version (else 412).",
     responses=problem_responses(401, 403, 404, 412, 422, 503),
 )
 async def delete_product(

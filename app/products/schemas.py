@@ -115,7 +115,16 @@ class ProductQuery(PageQuery):
     max_price: Money | None = None
     owner_id: PositiveId | None = None
     sort: SortKey = Field(
-        default="id", description="A field, with a leading `-` for descending; ties go by id."
+        default="id",
+        description="A field, with a leading `-` for descending; ties go by id.",
+        # Names for generated clients' enum members (`-price` is not a name):
+        # PRICE_DESC rather than VALUE_5.
+        json_schema_extra={
+            "x-enum-varnames": [
+                key.removeprefix("-").upper() + ("_DESC" if key.startswith("-") else "")
+                for key in SortKey.__args__
+            ]
+        },
     )
     # After `sort`: its validator reads the sort.
     cursor: str | None = Field(

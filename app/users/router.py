@@ -66,7 +66,12 @@ async def register(
     return UserRead.model_validate(user)
 
 
-@router.get("/me", summary="Your own account", responses=problem_responses(401, 503))
+@router.get(
+    "/me",
+    summary="Your own account",
+    description="The signed-in user, as everyone else's admin sees it.",
+    responses=problem_responses(401, 503),
+)
 async def read_me(user: CurrentUser) -> UserRead:
     return UserRead.model_validate(user)
 
@@ -106,13 +111,20 @@ async def change_password(data: PasswordChange, user: CurrentUser, users: UserSe
     "/me",
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Delete your account and your products",
+    description="Final: the account, its products and its sessions go at once (each product "
+    "deleted counts as deleted for every reader).",
     responses=problem_responses(401, 503),
 )
 async def delete_me(user: CurrentUser, users: UserServiceDep) -> None:
     await users.delete(user)
 
 
-@router.get("", summary="List users (admin)", responses=problem_responses(*_ADMIN))
+@router.get(
+    "",
+    summary="List users (admin)",
+    description="Every user, ordered by id, a page at a time (`limit`, `offset`).",
+    responses=problem_responses(*_ADMIN),
+)
 async def list_users(actor: CurrentUser, users: UserServiceDep, page: PageParams) -> UserPage:
     items, total = await users.list(actor, limit=page.limit, offset=page.offset)
     return UserPage(
@@ -123,7 +135,12 @@ async def list_users(actor: CurrentUser, users: UserServiceDep, page: PageParams
     )
 
 
-@router.get("/{user_id}", summary="Read a user (admin)", responses=problem_responses(*_ADMIN, 404))
+@router.get(
+    "/{user_id}",
+    summary="Read a user (admin)",
+    description="Any user by id. An unknown id gets 404 before a non-admin gets 403.",
+    responses=problem_responses(*_ADMIN, 404),
+)
 async def get_user(user_id: IdPath, actor: CurrentUser, users: UserServiceDep) -> UserRead:
     return UserRead.model_validate(await users.get(actor, user_id))
 
@@ -146,6 +163,7 @@ async def update_user(
     "/{user_id}",
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Delete a user and their products (admin)",
+    description="Their products and sessions go with them.",
     responses=problem_responses(*_ADMIN, 404),
 )
 async def delete_user(user_id: IdPath, actor: CurrentUser, users: UserServiceDep) -> None:
