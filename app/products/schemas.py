@@ -1,5 +1,5 @@
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     BaseModel,
@@ -122,7 +122,7 @@ class ProductQuery(PageQuery):
         json_schema_extra={
             "x-enum-varnames": [
                 key.removeprefix("-").upper() + ("_DESC" if key.startswith("-") else "")
-                for key in SortKey.__args__
+                for key in get_args(SortKey)
             ]
         },
     )
