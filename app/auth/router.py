@@ -3,7 +3,7 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Response, status
 
 from app.auth.dependencies import AuthServiceDep
-from app.auth.schemas import RefreshRequest, RefreshTokenText, TokenPairRead
+from app.auth.schemas import RefreshRequest, TokenPairRead, TokenRequest
 from app.auth.service import TokenPair
 from app.core.exceptions import InvalidRequest
 from app.core.problems import OAuth2Problem
@@ -15,7 +15,6 @@ from app.core.routing import (
     missing_fields,
     problem_responses,
 )
-from app.core.schemas import SingleLine
 
 router = APIRouter(prefix="/auth", tags=["auth"], route_class=ApiRoute)
 # The token endpoint alone answers a bad form with RFC 6749's 400, not 422.
@@ -90,44 +89,17 @@ _TOKEN_LINKS = {
     },
 )
 async def issue_token(
-    auth: AuthServiceDep,
-    response: Response,
-    grant_type: Annotated[
-        str | None,
-        Form(description="`password` (the default) or `refresh_token`.", examples=["password"]),
-    ] = None,
-    username: Annotated[
-        SingleLine | None,
-        Form(
-            min_length=1,
-            max_length=320,
-            description="Username or email (password grant).",
-            examples=["alice"],
-        ),
-    ] = None,
-    password: Annotated[
-        SingleLine | None,
-        Form(
-            min_length=1,
-            max_length=1024,
-            description="The password (password grant).",
-            examples=["correct horse battery"],
-        ),
-    ] = None,
-    refresh_token: Annotated[
-        RefreshTokenText | None, Form(description="The refresh token (refresh grant).")
-    ] = None,
-    scope: Annotated[str, Form(description="Ignored: there are no scopes.")] = "",
+    auth: AuthServiceDep, response: Response, form: Annotated[TokenRequest, Form()]
 ) -> TokenPairRead:
-    check_grant_type(grant_type)
-    if grant_type == REFRESH_GRANT:
-        if refresh_token is None:
+    check_grant_type(form.grant_type)
+    if form.grant_type == REFRESH_GRANT:
+        if form.refresh_token is None:
             raise InvalidRequest(missing_fields(["refresh_token"]))
-        return _token_response(response, await auth.refresh_grant(refresh_token))
-    if username is None or password is None:
-        sent = {"username": username, "password": password}
+        return _token_response(response, await auth.refresh_grant(form.refresh_token))
+    if form.username is None or form.password is None:
+        sent = {"username": form.username, "password": form.password}
         raise InvalidRequest(missing_fields([name for name, value in sent.items() if not value]))
-    return _token_response(response, await auth.login(username, password))
+    return _token_response(response, await auth.login(form.username, form.password))
 
 
 router.include_router(_token_router)

@@ -25,6 +25,34 @@ class TokenPairRead(BaseModel):
     refresh_token: str
 
 
+class TokenRequest(BaseModel):
+    """The token endpoint's form (RFC 6749): a password grant or a refresh grant.
+
+    Which fields are needed depends on `grant_type`, so none is required by
+    itself. Parameters an OAuth2 client adds (`client_id`, ...) are ignored.
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    grant_type: str | None = Field(
+        default=None,
+        description="`password` (the default) or `refresh_token`.",
+        examples=["password"],
+    )
+    username: Annotated[SingleLine, Field(min_length=1, max_length=320)] | None = Field(
+        default=None, description="Username or email (password grant).", examples=["alice"]
+    )
+    password: Annotated[SingleLine, Field(min_length=1, max_length=1024)] | None = Field(
+        default=None,
+        description="The password (password grant).",
+        examples=["correct horse battery"],
+    )
+    refresh_token: RefreshTokenText | None = Field(
+        default=None, description="The refresh token (refresh grant)."
+    )
+    scope: str = Field(default="", description="Ignored: there are no scopes.")
+
+
 class RefreshRequest(InputModel):
     model_config = ConfigDict(json_schema_extra={"example": {"refresh_token": "eyJhbGciOi..."}})
 
