@@ -11,6 +11,7 @@ from datetime import timedelta
 
 from pydantic import ValidationError
 
+from app import __version__
 from app.account.repository import AccountTokenRepository
 from app.auth.repository import LoginFailureRepository, RefreshTokenRepository
 from app.core.config import Settings, describe_settings_error, get_settings
@@ -19,6 +20,7 @@ from app.core.logging import configure_logging
 from app.core.migrations import upgrade
 from app.core.models import utc_now
 from app.core.security import PasswordHasher
+from app.core.tracing import Tracing, instrument_engine, tracing_requested
 from app.idempotency.repository import IdempotencyKeyRepository
 from app.mail.dispatcher import MailDispatcher, listen_for_mail
 from app.mail.models import MessageStatus
@@ -87,6 +89,10 @@ async def _work(settings: Settings) -> None:
     sweeps on that timer, for retries and anything a notification missed.
     """
     database = Database(settings)
+    tracing = None
+    if tracing_requested():
+        instrument_engine(database.engine)
+        tracing = Tracing.start(__version__)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     heartbeat = settings.data_dir / WORKER_HEARTBEAT
     dispatcher = MailDispatcher(database, settings, heartbeat=heartbeat)
@@ -108,6 +114,8 @@ async def _work(settings: Settings) -> None:
         if listener is not None:
             await listener
         await database.dispose()
+        if tracing is not None:
+            await asyncio.to_thread(tracing.shutdown)
     logger.info("mail worker stopped")
 
 

@@ -13,6 +13,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.routing import iter_route_contexts
 from pydantic import ValidationError
 
+from app import __version__
 from app.account.pages import PAGES_PREFIX, install_pages
 from app.account.router import router as account_router
 from app.auth.router import router as auth_router
@@ -33,6 +34,7 @@ from app.core.migrations import head_revision
 from app.core.problems import PROBLEM_MEDIA_TYPE, install_problem_handlers
 from app.core.routing import OAuth2FormRoute
 from app.core.security import PasswordHasher, TokenCodec
+from app.core.tracing import Tracing, instrument, tracing_requested
 from app.docs import DOCS_PATHS, inline_script_hashes, install_docs
 from app.health.router import router as health_router
 from app.mail.dispatcher import STOP_GRACE_SECONDS, MailDispatcher
@@ -82,11 +84,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # MAIL_DISPATCHER=api: this process sends mail (after the requests that
     # write some, and on a timer). =worker: `python -m app worker` does.
     dispatcher = MailDispatcher(database, settings) if settings.mail_dispatcher == "api" else None
+    traced = tracing_requested()
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         loop = type(asyncio.get_running_loop())
-        logger.info("serving", extra={"event_loop": f"{loop.__module__}.{loop.__qualname__}"})
+        # In the worker, after Gunicorn's fork: the exporter is this process's own.
+        tracing = Tracing.start(app.version) if traced else None
+        logger.info(
+            "serving",
+            extra={
+                "event_loop": f"{loop.__module__}.{loop.__qualname__}",
+                "tracing": "OTLP" if traced else "off",
+            },
+        )
         stop = asyncio.Event()
         sweeper = None if dispatcher is None else asyncio.create_task(dispatcher.run(stop))
         yield
@@ -99,10 +110,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 sweeper.cancel()
         await database.dispose()
         hasher.close()
+        if tracing is not None:
+            # Flushing the last spans is a blocking HTTP call.
+            await asyncio.to_thread(tracing.shutdown)
 
     app = FastAPI(
         title="Storefront API",
-        version="1.0.0",
+        version=__version__,
         description=DESCRIPTION,
         openapi_tags=TAGS,
         lifespan=lifespan,
@@ -173,6 +187,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_script_hashes=inline_script_hashes(),
         page_paths=(PAGES_PREFIX,),
     )
+    if traced:
+        instrument(app, database.engine)
     return app
 
 

@@ -28,7 +28,7 @@ from app.core.migrations import upgrade
 from tests.support import Account, DatabaseProbe, client_for, create_account, create_admin
 
 # The `inbox` fixture: a real SMTP server.
-pytest_plugins = ["tests.mailbox"]
+pytest_plugins = ["tests.mailbox", "tests.otlp"]
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 POSTGRES_URL = os.environ.get("TEST_DATABASE_URL")

@@ -6,6 +6,8 @@ import logging.config
 from datetime import UTC, datetime
 from typing import Any
 
+from opentelemetry.trace import get_current_span
+
 from app.core.config import Settings
 from app.core.context import request_id_var, user_id_var
 
@@ -19,6 +21,12 @@ class ContextFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = request_id_var.get()
         record.user_id = user_id_var.get()
+        # With tracing on, the line names its trace and span (W3C hex, as
+        # trace back-ends show them); off, there is never a current span.
+        span = get_current_span().get_span_context()
+        if span.is_valid:
+            record.trace_id = format(span.trace_id, "032x")
+            record.span_id = format(span.span_id, "016x")
         return True
 
 

@@ -20,6 +20,8 @@ from typing import Annotated
 
 import asyncpg
 from fastapi import BackgroundTasks, Depends, Request
+from opentelemetry import trace
+from opentelemetry.instrumentation.utils import suppress_instrumentation
 from sqlalchemy.engine import make_url
 
 from app.account.service import AccountLetters
@@ -32,6 +34,7 @@ from app.mail.repository import ENQUEUED, NOTIFY_CHANNEL, OutboxRepository
 from app.mail.transport import MailTransport
 
 logger = logging.getLogger("app.mail")
+_tracer = trace.get_tracer("app.mail")
 
 # Messages claimed at once, and sent concurrently.
 CLAIM_BATCH = 10
@@ -77,7 +80,10 @@ class MailDispatcher:
         try:
             while not self._stop.is_set():
                 self._again = False
-                batch = await self._claim()
+                # Untraced: a sweep that finds nothing, every MAIL_POLL_SECONDS
+                # in every process, would bury the traces that matter.
+                with suppress_instrumentation():
+                    batch = await self._claim()
                 self._beat()
                 if batch:
                     await asyncio.gather(*(self._deliver(message) for message in batch))
@@ -125,6 +131,13 @@ class MailDispatcher:
             return list(claimed)
 
     async def _deliver(self, message: OutboxMessage) -> None:
+        # With tracing on, one span per message holds its SQL and its SMTP
+        # exchange; after a request, within that request's trace.
+        attributes = {"mail.outbox_id": message.id, "mail.kind": message.kind.value}
+        with _tracer.start_as_current_span("mail deliver", attributes=attributes):
+            await self._prepare_and_send(message)
+
+    async def _prepare_and_send(self, message: OutboxMessage) -> None:
         try:
             async with self._database.sessionmaker() as session, session.begin():
                 letter = await AccountLetters(session, self._settings).prepare(message)
