@@ -25,11 +25,17 @@ class TokenPairRead(BaseModel):
     refresh_token: str
 
 
+# A form field sent empty counts as omitted (RFC 6749 section 3.1; FastAPI
+# reads it so), so the form's schema admits the empty string.
+FormText = Annotated[SingleLine, Field(max_length=1024)]
+
+
 class TokenRequest(BaseModel):
     """The token endpoint's form (RFC 6749): a password grant or a refresh grant.
 
     Which fields are needed depends on `grant_type`, so none is required by
-    itself. Parameters an OAuth2 client adds (`client_id`, ...) are ignored.
+    itself; one sent empty counts as omitted. Parameters an OAuth2 client
+    adds (`client_id`, ...) are ignored.
     """
 
     model_config = ConfigDict(extra="ignore")
@@ -39,15 +45,15 @@ class TokenRequest(BaseModel):
         description="`password` (the default) or `refresh_token`.",
         examples=["password"],
     )
-    username: Annotated[SingleLine, Field(min_length=1, max_length=320)] | None = Field(
+    username: Annotated[FormText, Field(max_length=320)] | None = Field(
         default=None, description="Username or email (password grant).", examples=["alice"]
     )
-    password: Annotated[SingleLine, Field(min_length=1, max_length=1024)] | None = Field(
+    password: FormText | None = Field(
         default=None,
         description="The password (password grant).",
         examples=["correct horse battery"],
     )
-    refresh_token: RefreshTokenText | None = Field(
+    refresh_token: Annotated[FormText, Field(max_length=4096)] | None = Field(
         default=None, description="The refresh token (refresh grant)."
     )
     scope: str = Field(default="", description="Ignored: there are no scopes.")

@@ -107,7 +107,7 @@ def test_redoc_renders_the_api_from_local_assets(documented_server: Server, back
             heading = page.get_by_role("heading", name="Storefront API", exact=False).first
             playwright_api.expect(heading).to_be_visible(timeout=20_000)
             playwright_api.expect(
-                page.get_by_text("Sign in (OAuth2 password grant)").first
+                page.get_by_text("Sign in, or refresh (OAuth2 password and refresh grants)").first
             ).to_be_attached()
             ARTIFACTS.mkdir(exist_ok=True)
             page.screenshot(path=ARTIFACTS / f"redoc-{backend}.png")
