@@ -1,4 +1,4 @@
-"""The benchmark harness (`make bench`) still runs: its smoke mode, end to end.
+"""The benchmark harnesses (`make bench`) still run: their smoke mode, end to end.
 
 `BENCH_SMOKE=1 python -m bench.perf` seeds a PostgreSQL database, starts the
 production command and the floor app (two workers each) and drives every
@@ -80,3 +80,35 @@ def test_every_scenario_answers_2xx_on_the_service_and_the_floor(tmp_path: Path)
         assert run["errors"] == 0, run
         assert all(200 <= int(code) < 400 for code in run["statuses"]), run
     assert "PASS" in done.stdout  # the table of targets was printed
+
+
+@pytest.mark.timeout(300)
+def test_the_tracing_benchmark_runs_and_its_spans_arrive(tmp_path: Path) -> None:
+    base = make_url(POSTGRES_URL or "").database or "storefront_test"
+    name = f"{base}_tracing_{os.getpid()}"
+    environment = {
+        **os.environ,
+        "BENCH_SMOKE": "1",
+        "BENCH_DATABASE_URL": _url(name),
+        "BENCH_RESULTS": str(tmp_path),
+    }
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "bench.tracing"],
+            cwd=PROJECT_ROOT,
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=240,
+            check=False,
+        )
+    finally:
+        asyncio.run(_drop(name))
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+
+    report = json.loads((tmp_path / "tracing-smoke-latest.json").read_text())
+    rows = report["rows"]
+    assert set(rows) == {"off", "sampled out", "on"}
+    assert all(row["errors"] == 0 and row["requests"] > 0 for row in rows.values()), rows
+    # Exported for real (under load the SDK may drop some: its queue is bounded).
+    assert report["spans_received"] > 0
