@@ -21,6 +21,7 @@ from app.core.migrations import upgrade
 from app.core.models import utc_now
 from app.core.security import PasswordHasher
 from app.core.tracing import Tracing, instrument_engine, tracing_requested
+from app.events.repository import EventLog
 from app.idempotency.repository import IdempotencyKeyRepository
 from app.mail.dispatcher import MailDispatcher, listen_for_mail
 from app.mail.models import MessageStatus
@@ -57,6 +58,9 @@ async def _purge(settings: Settings) -> dict[str, int]:
                 "spent one-time tokens": await AccountTokenRepository(session).delete_spent(now),
                 "sent or skipped messages": await OutboxRepository(session).delete_finished_before(
                     now - timedelta(days=settings.mail_retention_days)
+                ),
+                "product events": await EventLog(session).purge(
+                    now - timedelta(seconds=settings.events_retention_seconds)
                 ),
             }
     finally:
@@ -101,8 +105,8 @@ async def _work(settings: Settings) -> None:
     for signal_number in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signal_number, stop.set)
     listener = None
-    if database.dialect == "postgresql":
-        listener = asyncio.create_task(listen_for_mail(settings.sqlalchemy_url, wake, stop))
+    if settings.listen_dsn is not None:
+        listener = asyncio.create_task(listen_for_mail(settings.listen_dsn, wake, stop))
     logger.info(
         "mail worker started (%s)",
         "LISTEN/NOTIFY and a sweep" if listener else "polling",

@@ -36,6 +36,8 @@ from app.core.routing import OAuth2FormRoute
 from app.core.security import PasswordHasher, TokenCodec
 from app.core.tracing import Tracing, instrument, tracing_requested
 from app.docs import DOCS_PATHS, inline_script_hashes, install_docs
+from app.events.hub import EventHub
+from app.events.router import router as events_router
 from app.health.router import router as health_router
 from app.mail.dispatcher import STOP_GRACE_SECONDS, MailDispatcher
 from app.products.router import router as products_router
@@ -85,6 +87,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # write some, and on a timer). =worker: `python -m app worker` does.
     dispatcher = MailDispatcher(database, settings) if settings.mail_dispatcher == "api" else None
     traced = tracing_requested()
+    # Live product events: this worker's relay, fan-out and streams.
+    hub = EventHub(database, settings)
+    database.after_commit.append(hub.after_commit)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -100,7 +105,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         stop = asyncio.Event()
         sweeper = None if dispatcher is None else asyncio.create_task(dispatcher.run(stop))
+        await hub.start()
         yield
+        await hub.stop()
         stop.set()
         if sweeper is not None:
             # A send in progress may finish; a longer one is cut off, and its
@@ -140,9 +147,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.password_hasher = hasher = PasswordHasher(settings)
     app.state.token_codec = TokenCodec(settings)
     app.state.mail_dispatcher = dispatcher
+    app.state.event_hub = hub
 
     install_problem_handlers(app)
-    for router in (auth_router, account_router, users_router, products_router):
+    # The event routes before the products': /products/events is not /products/{id}.
+    for router in (auth_router, account_router, users_router, events_router, products_router):
         app.include_router(router, prefix=API_PREFIX)
     install_pages(app)
     app.include_router(health_router)

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 import app.account.models
 import app.auth.models
+import app.events.models
 import app.idempotency.models
 import app.mail.models
 import app.products.models

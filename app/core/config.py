@@ -119,6 +119,18 @@ class Settings(BaseSettings):
     mail_lease_seconds: float = Field(default=60.0, gt=0, le=3600)
     mail_retention_days: int = Field(default=7, ge=1, le=3650)
 
+    # Live product events (app/events). LISTEN needs a session of its own: behind
+    # a transaction-mode pooler, point this at the database directly.
+    database_listen_url: str | None = None
+    events_retention_seconds: int = Field(default=3600, ge=60, le=30 * 24 * 3600)
+    events_client_buffer: int = Field(default=1000, ge=1, le=100_000)
+    events_max_clients: int = Field(default=1000, ge=1, le=100_000)
+    # The contract: a comment line at least every 15 seconds.
+    events_heartbeat_seconds: float = Field(default=15.0, gt=0, le=15)
+    # How often a worker looks for new events without a notification: the
+    # only way on SQLite, a safety net on PostgreSQL.
+    events_poll_seconds: float = Field(default=0.5, gt=0, le=60)
+
     _split_lists = field_validator("previous_secret_keys", "cors_origins", mode="before")(
         _split_commas
     )
@@ -172,6 +184,15 @@ class Settings(BaseSettings):
             "sqlite": "sqlite+aiosqlite",
         }
         return f"{drivers.get(scheme, scheme)}{sep}{rest}"
+
+    @property
+    def listen_dsn(self) -> str | None:
+        """A libpq URL for LISTEN (DATABASE_LISTEN_URL, else DATABASE_URL); None on SQLite."""
+        url = self.database_listen_url or self.sqlalchemy_url
+        scheme, sep, rest = url.partition("://")
+        if scheme.split("+")[0] not in ("postgres", "postgresql"):
+            return None
+        return f"postgresql{sep}{rest}"
 
     @property
     def pool_limits(self) -> tuple[int, int]:

@@ -1,7 +1,7 @@
 """Engine, sessions and the per-request unit of work."""
 
 import hashlib
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -114,6 +114,8 @@ class Database:
     def __init__(self, settings: Settings) -> None:
         self.engine = create_engine(settings)
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
+        # Called with each request's session after it commits (get_session).
+        self.after_commit: list[Callable[[AsyncSession], None]] = []
         self._capacity = sum(settings.pool_limits)
         metrics.instrument_pool(self.engine, self._capacity)
 
@@ -146,6 +148,7 @@ async def get_session(
         except DomainError as error:
             if error.keeps_changes:
                 await session.commit()
+                _committed(database, session)
             else:
                 await session.rollback()
             raise
@@ -154,6 +157,12 @@ async def get_session(
             raise
         else:
             await session.commit()
+            _committed(database, session)
+
+
+def _committed(database: Database, session: AsyncSession) -> None:
+    for hook in database.after_commit:
+        hook(session)
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]

@@ -64,10 +64,20 @@ class IdempotencyKeyReused(DomainError):
     """An idempotency key came back with a different request than the one it first named."""
 
 
-class RateLimited(DomainError):
+class RetryLater(DomainError):
+    """Not now; the answer says after how many seconds (Retry-After)."""
+
     def __init__(self, detail: str, retry_after: int) -> None:
         super().__init__(detail)
         self.retry_after = retry_after
+
+
+class RateLimited(RetryLater):
+    pass
+
+
+class Busy(RetryLater):
+    """The service is at a limit of its own (a worker's streams), not the client's."""
 
 
 class OAuth2Error(DomainError):

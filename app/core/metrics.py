@@ -67,6 +67,25 @@ MAIL_SKIPPED = Counter(
     ["kind"],
 )
 
+EVENT_STREAMS = Gauge(
+    "events_streams_open",
+    "Live event streams open (SSE and WebSocket).",
+    ["transport"],
+    multiprocess_mode="livesum",
+)
+EVENTS_PUBLISHED = Counter(
+    "events_published_total", "Product events numbered and published by a relay."
+)
+EVENT_CLIENTS_DROPPED = Counter(
+    "events_clients_dropped_total",
+    "Streams closed because their client fell EVENTS_CLIENT_BUFFER events behind.",
+)
+EVENT_DELIVERY_LAG = Histogram(
+    "events_delivery_lag_seconds",
+    "From a change's write to its event reaching this worker's streams, in seconds.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+
 
 def observe_request(method: str, route: str, status: int, seconds: float) -> None:
     REQUESTS.labels(method, route, str(status)).inc()

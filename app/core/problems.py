@@ -39,6 +39,7 @@ _DOMAIN_STATUS: Sequence[tuple[type[exc.DomainError], int]] = (
     (exc.PreconditionFailed, 412),
     (exc.IdempotencyKeyReused, 422),
     (exc.RateLimited, 429),
+    (exc.Busy, 503),
 )
 
 # Failures that mean "the database cannot be reached right now", not "a bug".
@@ -191,7 +192,7 @@ async def _on_domain_error(request: Request, error: Exception) -> JSONResponse:
         headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
     elif isinstance(error, exc.NotAuthenticated):
         headers["WWW-Authenticate"] = "Bearer"
-    if isinstance(error, exc.RateLimited):
+    if isinstance(error, exc.RetryLater):
         headers["Retry-After"] = str(error.retry_after)
     if isinstance(error, exc.OAuth2Error):
         members = {"error": error.error, "error_description": error.detail}

@@ -11,24 +11,21 @@ before the result was recorded sends it again, with the same Message-ID.
 """
 
 import asyncio
-import contextlib
-import functools
 import logging
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated
 
-import asyncpg
 from fastapi import BackgroundTasks, Depends, Request
 from opentelemetry import trace
 from opentelemetry.instrumentation.utils import suppress_instrumentation
-from sqlalchemy.engine import make_url
 
 from app.account.service import AccountLetters
 from app.core import metrics
 from app.core.config import Settings
 from app.core.database import Database, SessionDep
 from app.core.models import utc_now
+from app.core.notifications import first_of, listen
 from app.mail.models import MessageStatus, OutboxMessage
 from app.mail.repository import ENQUEUED, NOTIFY_CHANNEL, OutboxRepository
 from app.mail.transport import MailTransport
@@ -115,7 +112,7 @@ class MailDispatcher:
             wake.clear()
             await self.dispatch_due()
             self._beat()
-            await _first_of(stop, wake, seconds=self._settings.mail_poll_seconds)
+            await first_of(stop, wake, seconds=self._settings.mail_poll_seconds)
 
     def _beat(self) -> None:
         if self._heartbeat is not None:
@@ -210,45 +207,9 @@ class MailDispatcher:
             logger.warning("message %d was claimed again before its result came", message.id)
 
 
-def _set_event(event: asyncio.Event, *_: object) -> None:
-    event.set()
-
-
-async def _first_of(*events: asyncio.Event, seconds: float) -> None:
-    """Waits until one of `events` is set, or `seconds` have passed."""
-    waiters = [asyncio.ensure_future(event.wait()) for event in events]
-    try:
-        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
-
-
-async def listen_for_mail(database_url: str, wake: asyncio.Event, stop: asyncio.Event) -> None:
-    """Sets `wake` on each notification of a new message (PostgreSQL's LISTEN/NOTIFY).
-
-    One connection of its own, outside the pool, reconnecting by itself
-    after the database restarts. A notification missed while disconnected
-    costs nothing: the dispatcher's timer finds the message.
-    """
-    dsn = make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-    while not stop.is_set():
-        connection = None
-        try:
-            connection = await asyncpg.connect(dsn, timeout=5)
-            await connection.add_listener(NOTIFY_CHANNEL, functools.partial(_set_event, wake))
-            wake.set()  # anything written while this was not listening
-            lost = asyncio.Event()
-            connection.add_termination_listener(functools.partial(_set_event, lost))
-            await _first_of(stop, lost, seconds=3600 * 24 * 365)
-        except (OSError, asyncpg.PostgresError, TimeoutError) as error:
-            logger.warning("mail listener cannot connect: %s", type(error).__name__)
-            await _first_of(stop, seconds=2.0)
-        finally:
-            if connection is not None:
-                with contextlib.suppress(Exception):
-                    await connection.close(timeout=2)
+async def listen_for_mail(dsn: str, wake: asyncio.Event, stop: asyncio.Event) -> None:
+    """Sets `wake` on each new message (LISTEN); a missed one is found by the sweep."""
+    await listen(dsn, NOTIFY_CHANNEL, wake, stop)
 
 
 async def get_dispatcher(request: Request) -> MailDispatcher | None:

@@ -182,6 +182,18 @@ class ProductRepository:
         await self._session.delete(product)
         await self._session.flush()
 
+    async def lock_owned_by(self, owner_id: int) -> Sequence[tuple[int, int, int]]:
+        """(id, owner_id, version) of the owner's products, locked: about to be deleted."""
+        statement = (
+            select(Product.id, Product.owner_id, Product.version)
+            .where(Product.owner_id == owner_id)
+            .order_by(Product.id)
+            .with_for_update()
+        )
+        return [
+            (row.id, row.owner_id, row.version) for row in await self._session.execute(statement)
+        ]
+
 
 def _after(position: Cursor, column: InstrumentedAttribute[Any], descending: bool) -> Any:
     """The rows that sort after the cursor's product, in a form an index can seek to."""

@@ -3,6 +3,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.database import DuplicateValue
 from app.core.exceptions import Conflict, NotFound, PermissionDenied, PreconditionFailed
 from app.core.versioning import VersionMatch
+from app.events.models import EventKind
+from app.events.repository import EventLog
 from app.products.models import Product
 from app.products.repository import ProductRepository, ProductSlice
 from app.products.schemas import ProductCreate, ProductPatch, ProductQuery
@@ -12,6 +14,9 @@ from app.users.models import User
 class ProductService:
     def __init__(self, session: AsyncSession, exact_total_limit: int = 10_000) -> None:
         self._products = ProductRepository(session)
+        # Every committed change is an event (live events): written here, in
+        # the change's own transaction, so a rollback takes it back too.
+        self._events = EventLog(session)
         self._exact_total_limit = exact_total_limit
 
     async def get(self, product_id: int) -> Product:
@@ -26,9 +31,11 @@ class ProductService:
     async def create(self, owner: User, data: ProductCreate) -> Product:
         product = Product(**data.model_dump(), owner_id=owner.id)
         try:
-            return await self._products.add(product)
+            await self._products.add(product)
         except DuplicateValue as duplicate:
             raise _sku_taken() from duplicate
+        self._events.product_changed(EventKind.CREATED, product)
+        return product
 
     async def replace(
         self, actor: User, product_id: int, data: ProductCreate, expected: VersionMatch | None
@@ -47,6 +54,7 @@ class ProductService:
 
     async def delete(self, actor: User, product_id: int, expected: VersionMatch | None) -> None:
         product = await self._get_for_change(actor, product_id, expected)
+        self._events.products_deleted([(product.id, product.owner_id, product.version)])
         await self._products.delete(product)
 
     async def _get_for_change(
@@ -70,9 +78,11 @@ class ProductService:
 
     async def _apply(self, product: Product, changes: dict[str, object]) -> Product:
         try:
-            return await self._products.update(product, changes)
+            await self._products.update(product, changes)
         except DuplicateValue as duplicate:
             raise _sku_taken() from duplicate
+        self._events.product_changed(EventKind.UPDATED, product)
+        return product
 
 
 def _missing(product_id: int) -> NotFound:

@@ -59,6 +59,10 @@ class UserRepository:
         await flush_unique(self._session, _UNIQUE_KEYS)
         return user
 
+    async def lock(self, user_id: int) -> None:
+        """Locks the user's row until the transaction ends."""
+        await self._session.execute(select(User.id).where(User.id == user_id).with_for_update())
+
     async def delete(self, user: User) -> None:
         await self._session.delete(user)
         await self._session.flush()

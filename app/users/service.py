@@ -13,8 +13,10 @@ from app.core.database import DuplicateValue
 from app.core.exceptions import Conflict, NotFound, PermissionDenied, WrongPassword
 from app.core.models import utc_now
 from app.core.security import PasswordHasher
+from app.events.repository import EventLog
 from app.mail.models import MessageKind
 from app.mail.repository import OutboxRepository
+from app.products.repository import ProductRepository
 from app.users.models import Role, User
 from app.users.repository import UserRepository
 from app.users.schemas import UserAdminUpdate, UserCreate, UserUpdate
@@ -24,6 +26,7 @@ logger = logging.getLogger(__name__)
 
 class UserService:
     def __init__(self, session: AsyncSession, hasher: PasswordHasher, settings: Settings) -> None:
+        self._session = session
         self._users = UserRepository(session)
         self._refresh_tokens = RefreshTokenRepository(session)
         self._account_tokens = AccountTokenRepository(session)
@@ -122,7 +125,15 @@ class UserService:
         await self._users.update(user, {})
 
     async def delete(self, user: User) -> None:
-        """Deletes the account; its products and logins go with it (ON DELETE CASCADE)."""
+        """Deletes the account; its products and logins go with it (ON DELETE CASCADE).
+
+        Each product is a product.deleted event. The user's row is locked
+        first: a product being created for them meanwhile (its foreign key
+        check waits on that lock) is either seen here or refused.
+        """
+        await self._users.lock(user.id)
+        owned = await ProductRepository(self._session).lock_owned_by(user.id)
+        EventLog(self._session).products_deleted(owned)
         await self._users.delete(user)
 
     async def delete_by_id(self, actor: User, user_id: int) -> None:

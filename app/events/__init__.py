@@ -1,0 +1,1 @@
+"""Live product events: changes to the catalogue, streamed to clients."""
