@@ -36,6 +36,7 @@ from app.core.routing import OAuth2FormRoute
 from app.core.security import PasswordHasher, TokenCodec
 from app.core.tracing import Tracing, instrument, tracing_requested
 from app.docs import DOCS_PATHS, inline_script_hashes, install_docs
+from app.events.asyncapi import router as asyncapi_router
 from app.events.hub import EventHub
 from app.events.router import router as events_router
 from app.health.router import router as health_router
@@ -158,6 +159,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(metrics_router)
     if settings.docs_enabled:
         install_docs(app, OPENAPI_URL)
+        app.include_router(asyncapi_router)
         app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
 
     # Added innermost first: a request meets them in the reverse order.

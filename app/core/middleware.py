@@ -273,6 +273,11 @@ class BodySizeLimitMiddleware:
         await self.app(scope, counting_receive, send)
 
 
+# Set in the scope a route sees when the client sent HEAD: a route whose body
+# never ends (an event stream) answers it with the headers alone.
+HEAD_REQUEST = "storefront.head_request"
+
+
 class HeadMiddleware:
     """Answers HEAD as GET without the body, wherever GET is served (RFC 9110 section 9.3.2).
 
@@ -293,7 +298,7 @@ class HeadMiddleware:
                 message = {**message, "body": b""}
             await send(message)
 
-        as_get = {**scope, "method": "GET"}
+        as_get = {**scope, "method": "GET", HEAD_REQUEST: True}
         try:
             await self.app(as_get, receive, send_headers_only)
         finally:

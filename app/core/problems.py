@@ -7,8 +7,8 @@ from http import HTTPStatus
 from typing import Any
 
 import sqlalchemy.exc
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
+from fastapi import FastAPI, Request, WebSocket
+from fastapi.exceptions import RequestValidationError, WebSocketRequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
@@ -303,7 +303,25 @@ async def _on_database_unavailable(request: Request, error: Exception) -> JSONRe
     )
 
 
+async def _on_websocket_validation_error(websocket: WebSocket, error: Exception) -> None:
+    """Invalid parameters on a WebSocket: accepted, then closed with 1008 and the reason.
+
+    (Closing before accepting would refuse the handshake with a bare 403.)
+    """
+    if not isinstance(error, WebSocketRequestValidationError):
+        raise TypeError(error)
+    problems = [
+        f"{'.'.join(str(part) for part in issue['loc'])}: {issue['msg']}"
+        for issue in validation_issues(error.errors())
+    ]
+    await websocket.accept()
+    # A close reason is at most 123 bytes.
+    reason = "; ".join(problems).encode()[:120].decode(errors="ignore")
+    await websocket.close(code=1008, reason=reason)  # policy violation
+
+
 def install_problem_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(WebSocketRequestValidationError, _on_websocket_validation_error)
     app.add_exception_handler(exc.DomainError, _on_domain_error)
     app.add_exception_handler(HTTPException, _on_http_error)
     app.add_exception_handler(RequestValidationError, _on_validation_error)

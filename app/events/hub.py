@@ -148,7 +148,8 @@ class Subscription:
             position = rows[-1][0]
         while not (hub.stopping.is_set() or subscriber.closed):
             subscriber.wake.clear()
-            while subscriber.queue:
+            # Dropped: what is still buffered is not sent; the client resumes with its last id.
+            while subscriber.queue and not subscriber.dropped:
                 event = subscriber.queue.popleft()
                 if event.position > self._start:
                     yield event

@@ -5,13 +5,14 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Query, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, Depends, Header, Query, Request, WebSocket, WebSocketDisconnect
 from fastapi.requests import HTTPConnection
 from sse_starlette import EventSourceResponse
 
 from app.core import metrics
 from app.core.dependencies import SettingsDep
 from app.core.exceptions import Busy
+from app.core.middleware import HEAD_REQUEST
 from app.core.models import MAX_ID
 from app.core.params import PositiveId
 from app.core.routing import problem_responses
@@ -100,12 +101,15 @@ _STREAM_EXAMPLE = (
     },
 )
 async def product_events(
+    request: Request,
     hub: HubDep,
     settings: SettingsDep,
     owner_id: OwnerQuery = None,
     last_event_id: LastEventIdQuery = None,
     last_event_id_header: LastEventIdHeader = None,
 ) -> EventSourceResponse:
+    if request.scope.get(HEAD_REQUEST):
+        return EventSourceResponse(_nothing())  # the stream's headers, without the stream
     resume = last_event_id_header if last_event_id_header is not None else last_event_id
     try:
         subscription = await hub.subscribe(owner_id, resume)
@@ -120,6 +124,11 @@ async def product_events(
         sep="\n",
         send_timeout=SEND_TIMEOUT_SECONDS,
     )
+
+
+async def _nothing() -> AsyncIterator[bytes]:
+    return
+    yield b""
 
 
 async def _sse(subscription: Subscription) -> AsyncIterator[bytes]:

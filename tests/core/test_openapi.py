@@ -63,6 +63,7 @@ async def test_the_document_lists_every_api_operation(document: dict[str, Any]) 
         ("PATCH", "/api/v1/users/{user_id}"),
         ("DELETE", "/api/v1/users/{user_id}"),
         ("GET", "/api/v1/products"),
+        ("GET", "/api/v1/products/events"),
         ("POST", "/api/v1/products"),
         ("GET", "/api/v1/products/{product_id}"),
         ("PUT", "/api/v1/products/{product_id}"),

@@ -88,9 +88,19 @@ class Operation:
     def needs_token(self) -> bool:
         return bool(self.spec.get("security"))
 
+    @property
+    def streams(self) -> bool:
+        """An event stream: a valid request is answered with a body that never ends."""
+        return "text/event-stream" in self.spec["responses"].get("200", {}).get("content", {})
+
     def url(self, ident: int | str = 1) -> str:
-        """The path with every `{...}` parameter set to `ident`."""
-        return _PATH_PARAMETER.sub(str(ident), self.path)
+        """The path with every `{...}` parameter set to `ident`.
+
+        An event stream's URL also carries an invalid `owner_id`, refused at
+        once (422): a sweep over every operation cannot wait on an endless body.
+        """
+        path = _PATH_PARAMETER.sub(str(ident), self.path)
+        return f"{path}?owner_id=0" if self.streams else path
 
 
 def operations(app: FastAPI) -> list[Operation]:

@@ -41,6 +41,7 @@ PUBLIC_OPERATIONS = {
     ("POST", "/api/v1/auth/password-reset/confirm"),
     ("POST", "/api/v1/users"),
     ("GET", "/api/v1/products"),
+    ("GET", "/api/v1/products/events"),
     ("GET", "/api/v1/products/{product_id}"),
     ("GET", "/health/live"),
     ("GET", "/health/ready"),

@@ -27,7 +27,13 @@ from tests.security.common import API_PREFIX, operations
 from tests.support import assert_problem
 
 OPERATIONS_PATHS = {"/health/live", "/health/ready", "/metrics"}
-UNDOCUMENTED_DOCS = {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
+UNDOCUMENTED_DOCS = {
+    "/openapi.json",
+    "/asyncapi.json",
+    "/docs",
+    "/docs/oauth2-redirect",
+    "/redoc",
+}
 LINK_PAGES = {"/account/verify-email", "/account/reset-password"}
 STATIC_MOUNTS = {"/static/vendor", "/static/app", "/account/assets"}
 

@@ -71,6 +71,12 @@ def descends_from(span: ReceivedSpan, ancestor: ReceivedSpan, spans: list[Receiv
     return False
 
 
+def complete(trace: list[ReceivedSpan], caller_span: str) -> bool:
+    ids = {s.span_id for s in trace} | {caller_span}
+    smtp_sent = any(s.name == "SMTP send" for s in trace)
+    return smtp_sent and all(s.parent_span_id in ids for s in trace)
+
+
 def server_span(spans: list[ReceivedSpan]) -> ReceivedSpan:
     [span] = [s for s in spans if s.kind == "SERVER"]
     return span
@@ -92,9 +98,9 @@ def test_a_request_its_sql_and_its_mail_are_one_trace_that_continues_the_callers
 
     assert response.status_code == 201, response.text
     handler.wait_for(1)
-    spans = collector.wait_for(
-        lambda _: any(s.name == "SMTP send" for s in collector.trace(trace_id))
-    )
+    # Spans arrive in batches as they end, parents after their children: wait
+    # for the SMTP span and for every span's parent.
+    spans = collector.wait_for(lambda _: complete(collector.trace(trace_id), caller_span))
     trace = [s for s in spans if s.trace_id == trace_id]
     request = server_span(trace)
     assert request.name == "POST /api/v1/users"
