@@ -14,7 +14,7 @@ BIN := $(VENV)/bin
 # Use the interpreter that made the tools venv; never download another one.
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: install run test lint format check clean soak bench bench-smoke bench-scale bench-tracing wrk
+.PHONY: install run test lint format check clean soak bench bench-smoke bench-scale bench-tracing bench-events wrk
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -54,9 +54,14 @@ wrk:
 # BENCH_DURATION (10 s), BENCH_CONNECTIONS (16,64), BENCH_WORKERS (2),
 # BENCH_ALTERNATIONS (3), BENCH_DATABASE_URL: see bench/perf.py.
 # BENCH_SMOKE=1 is CI's quick check that every scenario answers 2xx/3xx.
-bench: install wrk ## Benchmark; figures in bench/results/bench-latest.{json,png} and tracing-latest.json
+bench: install wrk ## Benchmark; figures in bench/results/: bench-latest.{json,png}, tracing-latest.json, events-latest.json
 	$(BIN)/python -m bench.perf
 	$(BIN)/python -m bench.tracing
+	$(BIN)/python -m bench.events
+
+# Live events: change-to-client latency with 500 SSE clients, memory per stream.
+bench-events: install ## Live events' figures; bench/results/events-latest.json
+	$(BIN)/python -m bench.events
 
 # One read with tracing off, sampled out and on (exported to a local receiver).
 bench-tracing: install wrk ## What tracing costs; figures in bench/results/tracing-latest.json

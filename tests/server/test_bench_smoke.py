@@ -112,3 +112,32 @@ def test_the_tracing_benchmark_runs_and_its_spans_arrive(tmp_path: Path) -> None
     assert all(row["errors"] == 0 and row["requests"] > 0 for row in rows.values()), rows
     # Exported for real (under load the SDK may drop some: its queue is bounded).
     assert report["spans_received"] > 0
+
+
+@pytest.mark.timeout(300)
+def test_the_events_benchmark_runs_and_every_client_gets_every_event(tmp_path: Path) -> None:
+    base = make_url(POSTGRES_URL or "").database or "storefront_test"
+    name = f"{base}_events_{os.getpid()}"
+    environment = {
+        **os.environ,
+        "BENCH_SMOKE": "1",
+        "BENCH_DATABASE_URL": _url(name),
+        "BENCH_RESULTS": str(tmp_path),
+    }
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "bench.events"],
+            cwd=PROJECT_ROOT,
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=240,
+            check=False,
+        )
+    finally:
+        asyncio.run(_drop(name))
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+
+    report = json.loads((tmp_path / "events-smoke-latest.json").read_text())
+    assert report["events_received"] == report["events_expected"] > 0
+    assert 0 < report["latency_ms"]["p50"] <= report["latency_ms"]["p99"]

@@ -27,6 +27,7 @@ from app.events.repository import EventLog
 from app.products.models import Product
 from tests.conftest import make_settings
 from tests.server.conftest import Server, server_environment, start_server, two_servers
+from tests.server.test_lifecycle import read_response
 from tests.streams import SseStream, WsStream, events_url, ws_url
 from tests.support import client_for
 from tests.tcp_proxy import TcpProxy
@@ -387,24 +388,38 @@ async def _write_events(database_url: str, tmp_path: Path, *, count: int, size: 
 # --- Shutdown ------------------------------------------------------------------------------
 
 
-def test_sigterm_ends_open_streams_at_once_and_exits_0(
+def test_sigterm_ends_open_streams_at_once_and_answers_requests_in_flight(
     database_url: str, tmp_path: Path, streams: list[SseStream | WsStream]
 ) -> None:
     environment = server_environment(database_url, tmp_path / "data", GRACEFUL_TIMEOUT="30")
     server = start_server(environment, tmp_path / "server.log")
     event_stream = sse(streams, events_url(server.base_url))
     socket_stream = ws(streams, ws_url(server.base_url))
-    time.sleep(0.3)
+    body = json.dumps(
+        {"username": "inflight", "email": "inflight@example.com", "password": PASSWORD}
+    ).encode()
+    host, port = server.base_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as connection:
+        # A registration the server has begun to read: half of its body sent.
+        connection.sendall(
+            b"POST /api/v1/users HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body[:10]
+        )
+        time.sleep(0.5)
+        started = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
 
-    started = time.monotonic()
-    server.process.send_signal(signal.SIGTERM)
+        assert event_stream.ended.wait(5)
+        assert event_stream.error is None
+        assert socket_stream.ended.wait(5)
+        assert socket_stream.close_code == 1001
+        connection.sendall(body[10:])
+        status, _, payload = read_response(connection)
 
+    assert status == 201, payload
     assert server.process.wait(timeout=15) == 0
     assert time.monotonic() - started < 10  # not GRACEFUL_TIMEOUT's 30 seconds
-    assert event_stream.ended.wait(5)
-    assert event_stream.error is None
-    assert socket_stream.ended.wait(5)
-    assert socket_stream.close_code == 1001
 
 
 # --- Scale-out and outages ----------------------------------------------------------------

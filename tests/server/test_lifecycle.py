@@ -11,7 +11,7 @@ import httpx
 from tests.server.conftest import Server
 
 
-def _read_response(connection: socket.socket) -> tuple[int, dict[str, str], bytes]:
+def read_response(connection: socket.socket) -> tuple[int, dict[str, str], bytes]:
     data = b""
     while b"\r\n\r\n" not in data:
         chunk = connection.recv(65536)
@@ -57,7 +57,7 @@ def test_sigterm_lets_a_request_in_flight_finish_then_exits_0(server: Server) ->
         assert refused, "a new connection was accepted after SIGTERM"
 
         connection.sendall(body[10:])
-        status, headers, payload = _read_response(connection)
+        status, headers, payload = read_response(connection)
 
     assert status == 201, payload
     assert json.loads(payload)["username"] == "slowpoke"
