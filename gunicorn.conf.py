@@ -35,7 +35,10 @@ worker_class = "uvicorn_worker.UvicornWorker"
 timeout = 60
 # On SIGTERM, requests in flight get this long to finish before workers are killed.
 graceful_timeout = int(os.environ.get("GRACEFUL_TIMEOUT", "30"))
-keepalive = 5
+# How long an idle connection is kept open. Longer than a load balancer's
+# own idle timeout (60 s is common): else the balancer sends a request down a
+# connection the server is just closing, and its client gets a 502.
+keepalive = int(os.environ.get("KEEPALIVE_SECONDS", "75"))
 # Gunicorn 27's control socket (for `gunicornc`) is not used here; it would
 # live in $HOME, which the container's user cannot write and which several
 # servers on one machine would share.

@@ -31,6 +31,7 @@ if str(ROOT) not in sys.path:  # `python bench/<script>.py` puts bench/ there, n
 # defaults and the command line decide.
 GUNICORN_VARIABLES = (
     *("BIND", "PORT", "WEB_CONCURRENCY", "GRACEFUL_TIMEOUT", "FORWARDED_ALLOW_IPS"),
+    "KEEPALIVE_SECONDS",
     "PROMETHEUS_MULTIPROC_DIR",
 )
 

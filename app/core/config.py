@@ -61,6 +61,10 @@ class Settings(BaseSettings):
     db_pool_timeout: float = Field(default=2.0, gt=0)
     db_connect_timeout: float = Field(default=2.0, gt=0)
     db_command_timeout: float = Field(default=2.0, gt=0)
+    # asyncpg's prepared statements kept per connection (and SQLAlchemy's). 0
+    # behind a transaction-mode pooler (PgBouncer): each transaction may run
+    # on another server connection, so no statement may outlive it.
+    db_statement_cache_size: int = Field(default=100, ge=0, le=10_000)
 
     secret_key: SecretStr | None = None
     previous_secret_keys: Annotated[list[SecretStr], NoDecode] = []

@@ -40,8 +40,16 @@ def create_engine(settings: Settings) -> AsyncEngine:
         connect_args={
             "timeout": settings.db_connect_timeout,
             "command_timeout": settings.db_command_timeout,
-            # Short OLTP queries: JIT compilation costs more than it saves.
-            "server_settings": {"application_name": "storefront-api", "jit": "off"},
+            # 0 makes every statement unnamed and used at once, which is
+            # what a transaction-mode pooler can carry. Both caches: SQLAlchemy
+            # reusing a statement asyncpg no longer keeps would run another
+            # query's plan.
+            "statement_cache_size": settings.db_statement_cache_size,
+            "prepared_statement_cache_size": settings.db_statement_cache_size,
+            # Only what PgBouncer accepts at start-up. JIT (which costs short
+            # queries more than it saves) is off for the database instead:
+            # migration 0006.
+            "server_settings": {"application_name": "storefront-api"},
         },
     )
     event.listen(engine.sync_engine, "checkout", _discard_closed_connection)
