@@ -107,9 +107,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         stop = asyncio.Event()
         sweeper = None if dispatcher is None else asyncio.create_task(dispatcher.run(stop))
         await hub.start()
+        # DATABASE_READ_URL: this worker's replica health check, once a second.
+        replica = database.replica
+        watcher = None if replica is None else asyncio.create_task(replica.run(stop))
         yield
         await hub.stop()
         stop.set()
+        if watcher is not None:
+            await watcher
         if sweeper is not None:
             # A send in progress may finish; a longer one is cut off, and its
             # claim expires for another process to send it.

@@ -45,6 +45,11 @@ class Settings(BaseSettings):
     log_format: Literal["json", "text"] | None = None
 
     database_url: str | None = None
+    # A streaming replica for the reads that need no read-your-writes
+    # (anonymous product reads and lists); the primary serves them while the
+    # replica is down or more than READ_REPLICA_MAX_LAG_SECONDS behind.
+    database_read_url: str | None = None
+    read_replica_max_lag_seconds: float = Field(default=5.0, gt=0, le=3600)
     data_dir: Path = Path(".data")
     # The connections one server (a Gunicorn master and all its workers) may
     # hold: each of its `web_concurrency` workers gets an equal share, half
@@ -180,14 +185,12 @@ class Settings(BaseSettings):
     @property
     def sqlalchemy_url(self) -> str:
         """The database URL with an async driver, whatever form it was given in."""
-        url = self.database_url or f"sqlite:///{self.data_dir / 'app.db'}"
-        scheme, sep, rest = url.partition("://")
-        drivers = {
-            "postgres": "postgresql+asyncpg",
-            "postgresql": "postgresql+asyncpg",
-            "sqlite": "sqlite+aiosqlite",
-        }
-        return f"{drivers.get(scheme, scheme)}{sep}{rest}"
+        return _with_async_driver(self.database_url or f"sqlite:///{self.data_dir / 'app.db'}")
+
+    @property
+    def read_sqlalchemy_url(self) -> str | None:
+        """DATABASE_READ_URL with an async driver; None without a read replica."""
+        return _with_async_driver(self.database_read_url) if self.database_read_url else None
 
     @property
     def listen_dsn(self) -> str | None:
@@ -240,6 +243,16 @@ class Settings(BaseSettings):
         if self.log_format is not None:
             return self.log_format
         return "text" if self.environment == "development" else "json"
+
+
+def _with_async_driver(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    drivers = {
+        "postgres": "postgresql+asyncpg",
+        "postgresql": "postgresql+asyncpg",
+        "sqlite": "sqlite+aiosqlite",
+    }
+    return f"{drivers.get(scheme, scheme)}{sep}{rest}"
 
 
 @lru_cache(maxsize=8)

@@ -1,9 +1,9 @@
 """Engine, sessions and the per-request unit of work."""
 
 import hashlib
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
 from sqlalchemy import event, func, select
@@ -19,10 +19,14 @@ from sqlalchemy.ext.asyncio import (
 from app.core import metrics
 from app.core.config import Settings
 from app.core.exceptions import DomainError
+from app.core.replica import ReadReplica
+
+T = TypeVar("T")
 
 
-def create_engine(settings: Settings) -> AsyncEngine:
-    url = make_url(settings.sqlalchemy_url)
+def create_engine(settings: Settings, url_text: str | None = None) -> AsyncEngine:
+    """The primary's engine, or with `url_text` another database's (the read replica's)."""
+    url = make_url(url_text or settings.sqlalchemy_url)
     # Parameters never appear in exception messages or logs: they hold hashes.
     options: dict[str, Any] = {"hide_parameters": True}
     pool_size, max_overflow = settings.pool_limits
@@ -126,6 +130,12 @@ class Database:
         self.after_commit: list[Callable[[AsyncSession], None]] = []
         self._capacity = sum(settings.pool_limits)
         metrics.instrument_pool(self.engine, self._capacity)
+        # DATABASE_READ_URL: a pool of the same size on the replica.
+        self.replica: ReadReplica | None = None
+        if settings.read_sqlalchemy_url:
+            replica_engine = create_engine(settings, settings.read_sqlalchemy_url)
+            self.replica = ReadReplica(replica_engine, settings.read_replica_max_lag_seconds)
+            metrics.instrument_pool(replica_engine, self._capacity)
 
     @property
     def dialect(self) -> str:
@@ -134,6 +144,38 @@ class Database:
     async def dispose(self) -> None:
         await self.engine.dispose()
         metrics.POOL_CAPACITY.dec(self._capacity)
+        if self.replica is not None:
+            await self.replica.engine.dispose()
+            metrics.POOL_CAPACITY.dec(self._capacity)
+
+    async def read(
+        self,
+        primary: AsyncSession,
+        operation: Callable[[AsyncSession], Awaitable[T]],
+        *,
+        replica_allowed: bool,
+    ) -> T:
+        """Runs a read on the replica when allowed and healthy, else on `primary`.
+
+        Only for reads that need no read-your-writes (the replica may be up
+        to READ_REPLICA_MAX_LAG_SECONDS behind). Should the replica fail
+        meanwhile, the read runs again on the primary.
+        """
+        replica = self.replica
+        if replica_allowed and replica is not None and replica.usable:
+            try:
+                async with replica.sessionmaker() as session, session.begin():
+                    result = await operation(session)
+            except DomainError:
+                raise  # the answer (say, a 404), not the replica's failure
+            except Exception as error:  # whatever the replica did, the primary answers
+                replica.failed(error)
+            else:
+                metrics.DB_READS.labels(database="replica").inc()
+                return result
+        result = await operation(primary)
+        metrics.DB_READS.labels(database="primary").inc()
+        return result
 
 
 async def get_database(request: Request) -> Database:

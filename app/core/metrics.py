@@ -50,6 +50,11 @@ POOL_IN_USE = Gauge(
     "Database connections checked out by requests.",
     multiprocess_mode="livesum",
 )
+DB_READS = Counter(
+    "db_reads_total",
+    "Product reads and lists, by the database that served them (primary or replica).",
+    ["database"],
+)
 
 MAIL_SENT = Counter("mail_messages_sent_total", "Messages handed to SMTP (or the log).", ["kind"])
 MAIL_SEND_ERRORS = Counter(

@@ -56,7 +56,10 @@ DATABASE_ERRORS = (*_OUTAGES, sqlalchemy.exc.DBAPIError)
 # PostgreSQL's error classes that mean "not now" rather than "wrong": 08
 # connection exceptions, 53 insufficient resources ("too many clients"), 57P
 # operator intervention (shutting down, starting up).
-_UNAVAILABLE_SQLSTATES = ("08", "53", "57P")
+# 25006 read-only transaction: a write reached a standby (DATABASE_URL names a
+# replica, or a failover demoted the primary); not now, not wrong.
+READ_ONLY_SQLSTATE = "25006"
+_UNAVAILABLE_SQLSTATES = ("08", "53", "57P", READ_ONLY_SQLSTATE)
 # SQLite reports a mistake in a statement ("no such column") with the same
 # OperationalError as a file it cannot use; only these primary result codes
 # (BUSY, LOCKED, IOERR, FULL, CANTOPEN) mean the database is unavailable.
@@ -278,11 +281,15 @@ async def _on_integrity_error(request: Request, error: Exception) -> JSONRespons
     )
 
 
+def _sqlstate(error: Exception) -> str:
+    return str(getattr(getattr(error, "orig", None), "sqlstate", None) or "")
+
+
 def _is_unavailability(error: Exception) -> bool:
     if isinstance(error, sqlalchemy.exc.DBAPIError) and error.connection_invalidated:
         return True
     cause = getattr(error, "orig", None)
-    if str(getattr(cause, "sqlstate", None) or "").startswith(_UNAVAILABLE_SQLSTATES):
+    if _sqlstate(error).startswith(_UNAVAILABLE_SQLSTATES):
         return True
     if isinstance(cause, sqlite3.Error):
         code = getattr(cause, "sqlite_errorcode", None)
@@ -294,7 +301,13 @@ async def _on_database_unavailable(request: Request, error: Exception) -> JSONRe
     if not _is_unavailability(error):
         raise error  # a bug, not an outage: the last-resort handler logs it and answers 500
     kind = type(error)  # its module tells a full pool (sqlalchemy) from a slow database
-    logger.error("database unavailable: %s.%s", kind.__module__, kind.__qualname__)
+    if _sqlstate(error) == READ_ONLY_SQLSTATE:
+        logger.error(
+            "database unavailable: a write reached a read-only database (SQLSTATE 25006): "
+            "DATABASE_URL names a standby, or the primary was demoted by a failover"
+        )
+    else:
+        logger.error("database unavailable: %s.%s", kind.__module__, kind.__qualname__)
     return problem_response(
         503,
         "The database is unavailable; try again shortly.",

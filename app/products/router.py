@@ -1,9 +1,11 @@
-from typing import Annotated, Any
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.dependencies import CurrentUser
-from app.core.database import SessionDep
+from app.core.database import Database, SessionDep, get_database
 from app.core.dependencies import SettingsDep
 from app.core.http import (
     ENTITY_TAG_LIST,
@@ -17,8 +19,11 @@ from app.core.params import IdPath
 from app.core.routing import ApiRoute, problem_responses
 from app.idempotency.service import IdempotencyService, Outcome, StoredResponse, fingerprint
 from app.products.models import Product
+from app.products.repository import ProductSlice
 from app.products.schemas import ProductCreate, ProductPage, ProductPatch, ProductQuery, ProductRead
 from app.products.service import ProductService
+
+T = TypeVar("T")
 
 router = APIRouter(prefix="/products", tags=["products"], route_class=ApiRoute)
 
@@ -31,7 +36,45 @@ async def get_idempotency_service(session: SessionDep) -> IdempotencyService:
     return IdempotencyService(session)
 
 
+class ProductReads:
+    """Product reads routed by Database.read: to the read replica for anonymous
+    requests (no read-your-writes to keep), to the primary for anyone signed in."""
+
+    def __init__(
+        self, database: Database, session: AsyncSession, exact_total_limit: int, anonymous: bool
+    ) -> None:
+        self._database = database
+        self._session = session
+        self._exact_total_limit = exact_total_limit
+        self._anonymous = anonymous
+
+    async def get(self, product_id: int) -> Product:
+        return await self._read(lambda service: service.get(product_id))
+
+    async def list(self, query: ProductQuery) -> ProductSlice:
+        return await self._read(lambda service: service.list(query))
+
+    async def _read(self, read: Callable[[ProductService], Awaitable[T]]) -> T:
+        return await self._database.read(
+            self._session,
+            lambda session: read(ProductService(session, self._exact_total_limit)),
+            replica_allowed=self._anonymous,
+        )
+
+
+async def get_product_reads(
+    request: Request,
+    database: Annotated[Database, Depends(get_database)],
+    session: SessionDep,
+    settings: SettingsDep,
+) -> ProductReads:
+    # Whatever the header holds: a request with credentials never reads a replica.
+    anonymous = "authorization" not in request.headers
+    return ProductReads(database, session, settings.exact_total_limit, anonymous)
+
+
 ProductServiceDep = Annotated[ProductService, Depends(get_product_service)]
+ProductReadsDep = Annotated[ProductReads, Depends(get_product_reads)]
 IdempotencyServiceDep = Annotated[IdempotencyService, Depends(get_idempotency_service)]
 IfMatch = Annotated[
     str | None,
@@ -157,7 +200,7 @@ _NEXT_PAGE_HEADER = {
 async def list_products(
     request: Request,
     query: Annotated[ProductQuery, Query()],
-    products: ProductServiceDep,
+    products: ProductReadsDep,
     if_none_match: IfNoneMatch = None,
 ) -> Response:
     found = await products.list(query)
@@ -198,7 +241,7 @@ async def list_products(
 )
 async def get_product(
     product_id: IdPath,
-    products: ProductServiceDep,
+    products: ProductReadsDep,
     response: Response,
     if_none_match: IfNoneMatch = None,
 ) -> ProductRead | Response:

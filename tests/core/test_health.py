@@ -16,7 +16,11 @@ async def test_live_answers_ok(client: httpx.AsyncClient) -> None:
 async def test_ready_reports_the_schema_revision(client: httpx.AsyncClient, app) -> None:
     response = await client.get("/health/ready")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "schema_revision": app.state.schema_head}
+    assert response.json() == {
+        "status": "ok",
+        "schema_revision": app.state.schema_head,
+        "read_replica": "off",
+    }
 
 
 async def test_ready_is_503_when_the_schema_is_behind(client: httpx.AsyncClient, app) -> None:

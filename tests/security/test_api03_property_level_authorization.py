@@ -152,7 +152,7 @@ RESPONSE_MODELS: dict[str, frozenset[str]] = {
     "ProductPage": PAGE_FIELDS,
     "TokenPairRead": TOKEN_PAIR_FIELDS,
     "HealthRead": frozenset({"status"}),
-    "ReadinessRead": frozenset({"status", "schema_revision"}),
+    "ReadinessRead": frozenset({"status", "schema_revision", "read_replica"}),
     "Problem": PROBLEM_FIELDS,
     "ValidationProblem": PROBLEM_FIELDS | {"errors"},
     "ValidationIssue": frozenset({"loc", "msg", "type"}),

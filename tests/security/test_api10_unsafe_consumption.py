@@ -150,7 +150,9 @@ def test_smtp_is_the_only_outside_service_in_code_and_settings() -> None:
     # Links written into messages for people to open; the service fetches none of them.
     links = {"public_url", "email_verification_url", "password_reset_url"}
     # The database twice: DATABASE_LISTEN_URL is its direct address, for LISTEN.
-    assert endpoints == {"database_url", "database_listen_url", "smtp_host"} | links
+    # And its read replica (DATABASE_READ_URL): a copy of the same database.
+    databases = {"database_url", "database_listen_url", "database_read_url"}
+    assert endpoints == databases | {"smtp_host"} | links
 
 
 async def test_a_failing_or_hostile_smtp_server_never_fails_registration(
