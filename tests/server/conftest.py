@@ -92,8 +92,14 @@ def server_environment(database_url: str, data_dir: Path, **extra: str) -> dict[
 
 
 def start_server(
-    environment: dict[str, str], log_path: Path, *, workers: int = 2, args: tuple[str, ...] = ()
+    environment: dict[str, str],
+    log_path: Path,
+    *,
+    workers: int = 2,
+    args: tuple[str, ...] = (),
+    probe: str = "/health/ready",
 ) -> Server:
+    """Starts the production command and waits until `probe` answers 200 from every worker."""
     port = free_port()
     command = [
         str(Path(sys.executable).with_name("gunicorn")),
@@ -116,7 +122,7 @@ def start_server(
         if process.poll() is not None:
             raise AssertionError(f"server exited: {log_path.read_text(errors='replace')}")
         try:
-            ready = httpx.get(f"{server.base_url}/health/ready", timeout=1).status_code == 200
+            ready = httpx.get(f"{server.base_url}{probe}", timeout=1).status_code == 200
         except httpx.TransportError:
             ready = False
         if ready and len(server.worker_pids()) >= workers:
