@@ -46,10 +46,10 @@ async def _drop(name: str) -> None:
         await connection.close()
 
 
-@pytest.mark.timeout(300)
-def test_every_scenario_answers_2xx_on_the_service_and_the_floor(tmp_path: Path) -> None:
+def smoke_run(module: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """`BENCH_SMOKE=1 python -m <module>` on a database of its own, dropped afterwards."""
     base = make_url(POSTGRES_URL or "").database or "storefront_test"
-    name = f"{base}_bench_{os.getpid()}"
+    name = f"{base}_{module.rpartition('.')[2]}_{os.getpid()}"
     environment = {
         **os.environ,
         "BENCH_SMOKE": "1",
@@ -58,7 +58,7 @@ def test_every_scenario_answers_2xx_on_the_service_and_the_floor(tmp_path: Path)
     }
     try:
         done = subprocess.run(
-            [sys.executable, "-m", "bench.perf"],
+            [sys.executable, "-m", module],
             cwd=PROJECT_ROOT,
             env=environment,
             capture_output=True,
@@ -69,6 +69,12 @@ def test_every_scenario_answers_2xx_on_the_service_and_the_floor(tmp_path: Path)
     finally:
         asyncio.run(_drop(name))
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    return done
+
+
+@pytest.mark.timeout(300)
+def test_every_scenario_answers_2xx_on_the_service_and_the_floor(tmp_path: Path) -> None:
+    done = smoke_run("bench.perf", tmp_path)
 
     report = json.loads((tmp_path / "bench-smoke-latest.json").read_text())
     scenarios = set(report["scenarios"])
@@ -84,27 +90,7 @@ def test_every_scenario_answers_2xx_on_the_service_and_the_floor(tmp_path: Path)
 
 @pytest.mark.timeout(300)
 def test_the_tracing_benchmark_runs_and_its_spans_arrive(tmp_path: Path) -> None:
-    base = make_url(POSTGRES_URL or "").database or "storefront_test"
-    name = f"{base}_tracing_{os.getpid()}"
-    environment = {
-        **os.environ,
-        "BENCH_SMOKE": "1",
-        "BENCH_DATABASE_URL": _url(name),
-        "BENCH_RESULTS": str(tmp_path),
-    }
-    try:
-        done = subprocess.run(
-            [sys.executable, "-m", "bench.tracing"],
-            cwd=PROJECT_ROOT,
-            env=environment,
-            capture_output=True,
-            text=True,
-            timeout=240,
-            check=False,
-        )
-    finally:
-        asyncio.run(_drop(name))
-    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    smoke_run("bench.tracing", tmp_path)
 
     report = json.loads((tmp_path / "tracing-smoke-latest.json").read_text())
     rows = report["rows"]
@@ -116,27 +102,7 @@ def test_the_tracing_benchmark_runs_and_its_spans_arrive(tmp_path: Path) -> None
 
 @pytest.mark.timeout(300)
 def test_the_events_benchmark_runs_and_every_client_gets_every_event(tmp_path: Path) -> None:
-    base = make_url(POSTGRES_URL or "").database or "storefront_test"
-    name = f"{base}_events_{os.getpid()}"
-    environment = {
-        **os.environ,
-        "BENCH_SMOKE": "1",
-        "BENCH_DATABASE_URL": _url(name),
-        "BENCH_RESULTS": str(tmp_path),
-    }
-    try:
-        done = subprocess.run(
-            [sys.executable, "-m", "bench.events"],
-            cwd=PROJECT_ROOT,
-            env=environment,
-            capture_output=True,
-            text=True,
-            timeout=240,
-            check=False,
-        )
-    finally:
-        asyncio.run(_drop(name))
-    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    smoke_run("bench.events", tmp_path)
 
     report = json.loads((tmp_path / "events-smoke-latest.json").read_text())
     assert report["events_received"] == report["events_expected"] > 0

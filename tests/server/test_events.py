@@ -27,7 +27,7 @@ from app.events.repository import EventLog
 from app.products.models import Product
 from tests.conftest import make_settings
 from tests.server.conftest import Server, server_environment, start_server, two_servers
-from tests.server.test_lifecycle import read_response
+from tests.server.test_lifecycle import begin_registration, read_response
 from tests.streams import SseStream, WsStream, events_url, ws_url
 from tests.support import client_for
 from tests.tcp_proxy import TcpProxy
@@ -395,17 +395,8 @@ def test_sigterm_ends_open_streams_at_once_and_answers_requests_in_flight(
     server = start_server(environment, tmp_path / "server.log")
     event_stream = sse(streams, events_url(server.base_url))
     socket_stream = ws(streams, ws_url(server.base_url))
-    body = json.dumps(
-        {"username": "inflight", "email": "inflight@example.com", "password": PASSWORD}
-    ).encode()
-    host, port = server.base_url.removeprefix("http://").split(":")
-    with socket.create_connection((host, int(port)), timeout=30) as connection:
-        # A registration the server has begun to read: half of its body sent.
-        connection.sendall(
-            b"POST /api/v1/users HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
-            + f"Content-Length: {len(body)}\r\n\r\n".encode()
-            + body[:10]
-        )
+    connection, rest = begin_registration(server, "inflight")
+    with connection:
         time.sleep(0.5)
         started = time.monotonic()
         server.process.send_signal(signal.SIGTERM)
@@ -414,7 +405,7 @@ def test_sigterm_ends_open_streams_at_once_and_answers_requests_in_flight(
         assert event_stream.error is None
         assert socket_stream.ended.wait(5)
         assert socket_stream.close_code == 1001
-        connection.sendall(body[10:])
+        connection.sendall(rest)
         status, _, payload = read_response(connection)
 
     assert status == 201, payload

@@ -28,22 +28,28 @@ def read_response(connection: socket.socket) -> tuple[int, dict[str, str], bytes
     return int(status_line.split()[1]), headers, body
 
 
-def test_sigterm_lets_a_request_in_flight_finish_then_exits_0(server: Server) -> None:
+def begin_registration(server: Server, username: str) -> tuple[socket.socket, bytes]:
+    """A registration the server has begun to read: its headers and the start of its body.
+
+    Returns the connection and the rest of the body, for the test to send.
+    """
     body = json.dumps(
-        {
-            "username": "slowpoke",
-            "email": "slowpoke@example.com",
-            "password": "correct horse battery",
-        }
+        {"username": username, "email": f"{username}@example.com", "password": "correct horse"}
     ).encode()
     host, port = server.base_url.removeprefix("http://").split(":")
-    with socket.create_connection((host, int(port)), timeout=30) as connection:
-        # The headers and half of the body: the server has begun reading this request.
-        connection.sendall(
-            b"POST /api/v1/users HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
-            + f"Content-Length: {len(body)}\r\n\r\n".encode()
-            + body[:10]
-        )
+    connection = socket.create_connection((host, int(port)), timeout=30)
+    connection.sendall(
+        b"POST /api/v1/users HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body[:10]
+    )
+    return connection, body[10:]
+
+
+def test_sigterm_lets_a_request_in_flight_finish_then_exits_0(server: Server) -> None:
+    host, port = server.base_url.removeprefix("http://").split(":")
+    connection, rest = begin_registration(server, "slowpoke")
+    with connection:
         time.sleep(1.0)
         server.process.send_signal(signal.SIGTERM)
         time.sleep(1.5)
@@ -56,7 +62,7 @@ def test_sigterm_lets_a_request_in_flight_finish_then_exits_0(server: Server) ->
             refused = True
         assert refused, "a new connection was accepted after SIGTERM"
 
-        connection.sendall(body[10:])
+        connection.sendall(rest)
         status, headers, payload = read_response(connection)
 
     assert status == 201, payload
