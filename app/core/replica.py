@@ -7,12 +7,13 @@ fails there, the primary serves them. Nothing fails because a replica did.
 """
 
 import asyncio
-import contextlib
 import logging
 from typing import Literal
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+
+from app.core.notifications import first_of
 
 logger = logging.getLogger("app.replica")
 
@@ -66,8 +67,7 @@ class ReadReplica:
         """Checks every CHECK_INTERVAL_SECONDS until `stop` is set."""
         while not stop.is_set():
             await self.check()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), CHECK_INTERVAL_SECONDS)
+            await first_of(stop, seconds=CHECK_INTERVAL_SECONDS)
 
     def _set(self, state: ReplicaState, reason: str) -> None:
         if state != self.state:

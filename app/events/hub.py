@@ -44,7 +44,7 @@ from app.core.database import Database
 from app.core.models import utc_now
 from app.core.notifications import first_of, listen
 from app.events.models import EventKind
-from app.events.repository import PUBLISHED_CHANNEL, WRITTEN, EventLog
+from app.events.repository import PUBLISHED_CHANNEL, WRITTEN, Bounds, EventLog
 
 logger = logging.getLogger("app.events")
 
@@ -285,23 +285,31 @@ class EventHub:
             self._fetch_wake.clear()
 
     async def _fetch(self) -> None:
-        if self._last is None:
-            # No stream yet: what was published before is no stream's (one
-            # that resumes reads it from the log itself).
-            async with self._database.sessionmaker() as session:
-                newest = (await EventLog(session).bounds()).newest or 0
-            if self._last is None:
-                self._last = newest
+        position = await self._begin_at_newest()
         while True:
-            rows = await self.read_log(self._last, None, None)
+            rows = await self.read_log(position, None, None)
             now = utc_now()
             for row in rows:
                 event = Event.from_row(*row)
                 metrics.EVENT_DELIVERY_LAG.observe((now - event.written_at).total_seconds())
                 self._deliver(event)
-                self._last = event.position
+                self._last = position = event.position
             if len(rows) < FETCH_BATCH:
                 return
+
+    async def _begin_at_newest(self) -> int:
+        """The newest position handed to the streams. Before the first fetch or
+        stream, the newest published: what came before is no stream's (one that
+        resumes reads it from the log itself)."""
+        if self._last is None:
+            newest = (await self._bounds()).newest or 0
+            if self._last is None:  # unless a fetch or stream got there meanwhile
+                self._last = newest
+        return self._last
+
+    async def _bounds(self) -> Bounds:
+        async with self._database.sessionmaker() as session:
+            return await EventLog(session).bounds()
 
     def _deliver(self, event: Event) -> None:
         for subscriber in tuple(self._subscribers):
@@ -336,11 +344,7 @@ class EventHub:
         """
         if len(self._subscribers) >= self._settings.events_max_clients:
             raise TooManyStreams
-        if self._last is None:  # the first stream of this worker: the hub starts here
-            async with self._database.sessionmaker() as session:
-                newest = (await EventLog(session).bounds()).newest or 0
-            if self._last is None:
-                self._last = newest
+        await self._begin_at_newest()
         subscriber = Subscriber(owner_id, self._settings.events_client_buffer)
         self._subscribers.add(subscriber)
         # From here on the hub fills the buffer with what comes after this:
@@ -351,11 +355,9 @@ class EventHub:
                 # Whatever committed before this stream began is not its to
                 # see: published now, so that it is below `start`.
                 await self.publish_now()
-                async with self._database.sessionmaker() as session:
-                    start = (await EventLog(session).bounds()).newest or 0
+                start = (await self._bounds()).newest or 0
             else:
-                async with self._database.sessionmaker() as session:
-                    bounds = await EventLog(session).bounds()
+                bounds = await self._bounds()
                 newest = bounds.newest or 0
                 forgotten = bounds.oldest is not None and last_event_id < bounds.oldest - 1
                 unknown = last_event_id > max(newest, caught_up)
@@ -368,10 +370,6 @@ class EventHub:
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
         self._subscribers.discard(subscriber)
-
-    @property
-    def streams(self) -> int:
-        return len(self._subscribers)
 
 
 def _restore(number: int, previous: Any) -> None:
