@@ -7,22 +7,28 @@ environment Compose would give them, and run as they are (outside a
 container) against PostgreSQL, and the API is called.
 """
 
+import asyncio
 import json
 import shlex
 import shutil
 import subprocess
 import sys
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
+from tests.conftest import POSTGRES_URL, _admin_execute
 from tests.server.conftest import PROJECT_ROOT, free_port
 
 BIN = Path(sys.executable).parent
+INIT_SCRIPT = PROJECT_ROOT / "deploy" / "postgres" / "initdb" / "10-service-role.sh"
 PRODUCTION_COMMAND = ["gunicorn", "-c", "gunicorn.conf.py", "app.main:app"]
 
 
@@ -111,16 +117,55 @@ def test_the_stack_is_wired_as_documented(tmp_path: Path) -> None:
         assert services[name]["environment"]["MAIL_DISPATCHER"] == "worker"
     volumes = [v for v in services["db"]["volumes"] if v["type"] == "volume"]
     assert volumes, "the database needs a named volume"
+    # The API connects as the role the init script makes, not as the superuser.
+    mounts = {v["target"]: v["source"] for v in services["db"]["volumes"] if v["type"] == "bind"}
+    source = Path(mounts["/docker-entrypoint-initdb.d"]).relative_to(tmp_path)
+    assert source == INIT_SCRIPT.parent.relative_to(PROJECT_ROOT)
+    db_env = services["db"]["environment"]
+    api_url = make_url(services["api"]["environment"]["DATABASE_URL"])
+    assert api_url.username == db_env["APP_DB_USER"] != db_env["POSTGRES_USER"]
+    assert api_url.password == db_env["APP_DB_PASSWORD"]
+    assert api_url.database == db_env["APP_DB_NAME"]
 
 
 @pytest.fixture
-def compose_environment(backend: str, database_url: str, tmp_path: Path) -> dict[str, str]:
-    """The environment Compose gives the api service, pointed at this test's database."""
+def compose_environment(backend: str, tmp_path: Path) -> Iterator[dict[str, str]]:
+    """The environment Compose gives the api service, connected as the role
+    the db service's init script makes (on this machine's PostgreSQL, under
+    names of this test's own)."""
     if backend != "postgresql":
         pytest.skip("the compose stack runs on PostgreSQL")
-    service = _compose_config(tmp_path)["services"]["api"]
-    environment = {k: str(v) for k, v in service["environment"].items() if v is not None}
-    url = make_url(database_url).set(drivername="postgresql")
+    assert POSTGRES_URL is not None
+    server = make_url(POSTGRES_URL)
+    services = _compose_config(tmp_path)["services"]
+    suffix = uuid.uuid4().hex[:10]
+    role = {
+        **{k: str(v) for k, v in services["db"]["environment"].items()},
+        "APP_DB_USER": f"storefront_{suffix}",
+        "APP_DB_NAME": f"storefront_{suffix}",
+    }
+    # As the image runs it: the superuser, the server's own address.
+    init = subprocess.run(
+        ["sh", str(INIT_SCRIPT)],
+        env={
+            **role,
+            "PATH": "/usr/bin:/bin",
+            "PGHOST": server.host or "127.0.0.1",
+            "PGPORT": str(server.port or 5432),
+            "POSTGRES_USER": server.username or "postgres",
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert init.returncode == 0, init.stderr
+    url = server.set(
+        drivername="postgresql",
+        username=role["APP_DB_USER"],
+        password=role["APP_DB_PASSWORD"],
+        database=role["APP_DB_NAME"],
+    )
+    environment = {k: str(v) for k, v in services["api"]["environment"].items() if v is not None}
     environment.update(
         {
             "DATABASE_URL": url.render_as_string(hide_password=False),
@@ -131,22 +176,89 @@ def compose_environment(backend: str, database_url: str, tmp_path: Path) -> dict
             "PYTHONUNBUFFERED": "1",
         }
     )
-    return environment
+    try:
+        yield environment
+    finally:
+        asyncio.run(
+            _admin_execute(
+                f'DROP DATABASE IF EXISTS "{role["APP_DB_NAME"]}" WITH (FORCE)',
+                f'DROP ROLE IF EXISTS "{role["APP_DB_USER"]}"',
+            )
+        )
+
+
+def _run_migrate(services: dict[str, Any], environment: dict[str, str]) -> None:
+    migrate = subprocess.run(
+        services["migrate"]["command"],
+        cwd=PROJECT_ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert migrate.returncode == 0, migrate.stderr
+
+
+async def _as_admin(database: str, query: str) -> list[asyncpg.Record]:
+    assert POSTGRES_URL is not None
+    url = make_url(POSTGRES_URL).set(drivername="postgresql", database=database)
+    connection = await asyncpg.connect(url.render_as_string(hide_password=False))
+    try:
+        return await connection.fetch(query)
+    finally:
+        await connection.close()
+
+
+def test_the_service_role_owns_its_database_and_is_no_superuser(
+    compose_environment: dict[str, str], tmp_path: Path
+) -> None:
+    url = make_url(compose_environment["DATABASE_URL"])
+    database = url.database
+    assert database is not None
+    [role] = asyncio.run(
+        _as_admin(
+            database,
+            "SELECT r.rolname, r.rolsuper, r.rolcreaterole, r.rolcreatedb, r.rolreplication,"
+            " pg_get_userbyid(d.datdba) AS owner FROM pg_roles r, pg_database d"
+            f" WHERE r.rolname = '{url.username}' AND d.datname = '{database}'",
+        )
+    )
+    assert role["owner"] == url.username
+    assert not (role["rolsuper"] or role["rolcreaterole"] or role["rolcreatedb"])
+    assert not role["rolreplication"]
+
+    # Everything the migrations do, that role may do: tables, pg_trgm, jit=off.
+    _run_migrate(_compose_config(tmp_path)["services"], compose_environment)
+    tables = asyncio.run(
+        _as_admin(
+            database,
+            "SELECT tableowner FROM pg_tables WHERE schemaname = 'public'"
+            " AND tablename IN ('users', 'products', 'mail_outbox')",
+        )
+    )
+    assert [t["tableowner"] for t in tables] == [url.username] * 3
+    assert asyncio.run(_as_admin(database, "SELECT 1 FROM pg_extension WHERE extname = 'pg_trgm'"))
+    [setting] = asyncio.run(
+        _as_admin(
+            database,
+            "SELECT s.setconfig FROM pg_db_role_setting s JOIN pg_database d"
+            f" ON d.oid = s.setdatabase WHERE d.datname = '{database}'",
+        )
+    )
+    assert "jit=off" in setting["setconfig"]
+
+    # Only its owner (and superusers) may connect to it.
+    [public] = asyncio.run(
+        _as_admin(database, f"SELECT has_database_privilege('public', '{database}', 'CONNECT')")
+    )
+    assert public[0] is False
 
 
 def test_the_compose_commands_serve_the_api_and_deliver_mail(
     compose_environment: dict[str, str], tmp_path: Path
 ) -> None:
     services = _compose_config(tmp_path)["services"]
-    migrate = subprocess.run(
-        services["migrate"]["command"],
-        cwd=PROJECT_ROOT,
-        env=compose_environment,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert migrate.returncode == 0, migrate.stderr
+    _run_migrate(services, compose_environment)
 
     log = (tmp_path / "api.log").open("wb")
     api = subprocess.Popen(
