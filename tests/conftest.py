@@ -15,7 +15,7 @@ import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import asyncpg
 import httpx
@@ -26,6 +26,9 @@ from sqlalchemy.engine import make_url
 from app.core.config import Settings
 from app.core.migrations import upgrade
 from tests.support import Account, DatabaseProbe, client_for, create_account, create_admin
+
+if TYPE_CHECKING:
+    from tests.pgbouncer import Bouncer
 
 # The `inbox` fixture: a real SMTP server.
 pytest_plugins = ["tests.mailbox", "tests.otlp"]
@@ -74,9 +77,47 @@ async def _admin_execute(*statements: str) -> None:
         await connection.close()
 
 
-@pytest.fixture(scope="session", params=BACKENDS)
+PGBOUNCER = "pgbouncer"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "concurrency: races that also run with the service behind PgBouncer in transaction mode",
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every database test runs on each backend; races marked `concurrency`
+    run a third time with the service's connections going through PgBouncer
+    (`pgbouncer` in the test's id; the backend is then PostgreSQL)."""
+    if "backend" not in metafunc.fixturenames:
+        return
+    backends = list(BACKENDS)
+    if POSTGRES_URL and metafunc.definition.get_closest_marker("concurrency"):
+        backends.append(PGBOUNCER)
+    metafunc.parametrize("backend", backends, indirect=True, scope="session")
+
+
+@pytest.fixture(scope="session")
 def backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
+    return "postgresql" if request.param == PGBOUNCER else str(request.param)
+
+
+def through_pgbouncer(request: pytest.FixtureRequest) -> bool:
+    callspec = getattr(request.node, "callspec", None)
+    return callspec is not None and callspec.params.get("backend") == PGBOUNCER
+
+
+@pytest.fixture(scope="session")
+def pgbouncer() -> Iterator["Bouncer"]:
+    """One PgBouncer per test process, in front of the test server."""
+    from tests.pgbouncer import start_pgbouncer  # it needs this module loaded first
+
+    assert POSTGRES_URL is not None
+    bouncer = start_pgbouncer(POSTGRES_URL)
+    yield bouncer
+    bouncer.stop()
 
 
 @pytest.fixture(scope="session")
@@ -126,7 +167,15 @@ async def database_url(backend: str, database_template: str, tmp_path: Path) -> 
 
 
 @pytest.fixture
-def settings(database_url: str, tmp_path: Path) -> Settings:
+def settings(database_url: str, tmp_path: Path, request: pytest.FixtureRequest) -> Settings:
+    if through_pgbouncer(request):
+        # As the README says to run behind a transaction-mode pooler.
+        return make_settings(
+            request.getfixturevalue("pgbouncer").url_for(database_url),
+            tmp_path / "data",
+            db_statement_cache_size=0,
+            database_listen_url=database_url,
+        )
     return make_settings(database_url, tmp_path / "data")
 
 

@@ -2,6 +2,7 @@
 
 import io
 import logging
+import socket
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
@@ -240,3 +241,10 @@ class DatabaseProbe:
     async def get(self, model: type[T], ident: Any) -> T | None:
         async with self._database.sessionmaker() as session:
             return await session.get(model, ident)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

@@ -111,6 +111,7 @@ async def test_reuse_leaves_the_users_other_logins_alone(
 
 
 @pytest.mark.parametrize("attempts", [2, 6])
+@pytest.mark.concurrency
 async def test_concurrent_refreshes_with_one_token_give_at_most_one_new_pair(
     client: httpx.AsyncClient, user: Account, db: DatabaseProbe, attempts: int
 ) -> None:

@@ -182,6 +182,7 @@ async def test_a_lower_limit_from_settings_is_honoured(
         pytest.param(["ghost", "GHOST"] * 5, id="unknown-name"),
     ],
 )
+@pytest.mark.concurrency
 async def test_concurrent_wrong_attempts_let_no_more_than_the_limit_through(
     client: httpx.AsyncClient, user: Account, db: DatabaseProbe, names: list[str]
 ) -> None:

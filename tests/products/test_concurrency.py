@@ -18,6 +18,9 @@ from app.products.models import Product
 from tests.products.helpers import PRODUCTS, count_products, create_product, product_url, stored
 from tests.support import Account, DatabaseProbe, assert_problem
 
+# Also run with the service behind PgBouncer in transaction mode (tests/conftest.py).
+pytestmark = pytest.mark.concurrency
+
 RACERS = 20
 
 

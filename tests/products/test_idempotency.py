@@ -355,6 +355,7 @@ async def test_purge_deletes_expired_keys_only(
 # --- Concurrency -------------------------------------------------------------
 
 
+@pytest.mark.concurrency
 async def test_concurrent_requests_with_one_key_create_one_product(
     client: httpx.AsyncClient, user: Account, db: DatabaseProbe, backend: str
 ) -> None:

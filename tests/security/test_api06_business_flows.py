@@ -139,6 +139,7 @@ async def test_a_replayed_refresh_token_revokes_its_login_and_only_that_one(
     assert (await refresh(client, other_login["refresh_token"])).status_code == 200
 
 
+@pytest.mark.concurrency
 async def test_two_concurrent_uses_of_one_refresh_token_cannot_both_win(
     client: httpx.AsyncClient, user: Account
 ) -> None:

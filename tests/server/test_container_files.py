@@ -199,12 +199,12 @@ def _run_migrate(services: dict[str, Any], environment: dict[str, str]) -> None:
     assert migrate.returncode == 0, migrate.stderr
 
 
-async def _as_admin(database: str, query: str) -> list[asyncpg.Record]:
+async def _as_admin(database: str, query: str, *args: object) -> list[asyncpg.Record]:
     assert POSTGRES_URL is not None
     url = make_url(POSTGRES_URL).set(drivername="postgresql", database=database)
     connection = await asyncpg.connect(url.render_as_string(hide_password=False))
     try:
-        return await connection.fetch(query)
+        return await connection.fetch(query, *args)
     finally:
         await connection.close()
 
@@ -220,11 +220,15 @@ def test_the_service_role_owns_its_database_and_is_no_superuser(
             database,
             "SELECT r.rolname, r.rolsuper, r.rolcreaterole, r.rolcreatedb, r.rolreplication,"
             " pg_get_userbyid(d.datdba) AS owner FROM pg_roles r, pg_database d"
-            f" WHERE r.rolname = '{url.username}' AND d.datname = '{database}'",
+            " WHERE r.rolname = $1 AND d.datname = $2",
+            url.username,
+            database,
         )
     )
     assert role["owner"] == url.username
-    assert not (role["rolsuper"] or role["rolcreaterole"] or role["rolcreatedb"])
+    assert not role["rolsuper"]
+    assert not role["rolcreaterole"]
+    assert not role["rolcreatedb"]
     assert not role["rolreplication"]
 
     # Everything the migrations do, that role may do: tables, pg_trgm, jit=off.
@@ -242,14 +246,15 @@ def test_the_service_role_owns_its_database_and_is_no_superuser(
         _as_admin(
             database,
             "SELECT s.setconfig FROM pg_db_role_setting s JOIN pg_database d"
-            f" ON d.oid = s.setdatabase WHERE d.datname = '{database}'",
+            " ON d.oid = s.setdatabase WHERE d.datname = $1",
+            database,
         )
     )
     assert "jit=off" in setting["setconfig"]
 
     # Only its owner (and superusers) may connect to it.
     [public] = asyncio.run(
-        _as_admin(database, f"SELECT has_database_privilege('public', '{database}', 'CONNECT')")
+        _as_admin(database, "SELECT has_database_privilege('public', $1, 'CONNECT')", database)
     )
     assert public[0] is False
 

@@ -10,13 +10,7 @@ no error. PgBouncer refuses to run as root: as root the tests start it as
 
 import asyncio
 import concurrent.futures
-import os
 import random
-import shutil
-import socket
-import subprocess
-import tempfile
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,80 +23,21 @@ from sqlalchemy.engine import make_url
 
 from app.core.migrations import upgrade
 from tests.conftest import _admin_execute, _postgres_url
-from tests.server.conftest import Server, free_port, server_environment, start_server, two_servers
+from tests.pgbouncer import Bouncer, pooled_environment, start_pgbouncer
+from tests.server.conftest import Server, start_server, two_servers
 from tests.streams import SseStream, events_url
 
 PASSWORD = "a pooled passphrase"
 
 
-class Bouncer:
-    def __init__(self, process: subprocess.Popen[bytes], port: int, directory: Path) -> None:
-        self.process, self.port, self.directory = process, port, directory
-
-    def log(self) -> str:
-        return (self.directory / "pgbouncer.log").read_text(errors="replace")
-
-
 @pytest.fixture
 def bouncer(backend: str, database_url: str) -> Iterator[Bouncer]:
+    """A PgBouncer of this test's own, so its log holds this test's traffic alone."""
     if backend != "postgresql":
         pytest.skip("PgBouncer pools PostgreSQL connections")
-    executable = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
-    if not Path(executable).exists():
-        pytest.skip("PgBouncer is not installed (apt-get install pgbouncer; .ci/run does)")
-    url = make_url(database_url)
-    directory = Path(tempfile.mkdtemp(prefix="pgbouncer-", dir="/tmp"))
-    port = free_port()
-    (directory / "pgbouncer.ini").write_text(
-        f"""[databases]
-* = host={url.host or "127.0.0.1"} port={url.port or 5432} user={url.username or "postgres"}
-
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = {port}
-unix_socket_dir =
-auth_type = any
-pool_mode = transaction
-max_client_conn = 400
-default_pool_size = 20
-logfile = {directory}/pgbouncer.log
-pidfile = {directory}/pgbouncer.pid
-"""
-    )
-    command = [executable, str(directory / "pgbouncer.ini")]
-    if os.geteuid() == 0:  # it will not run as root
-        shutil.chown(directory, "postgres")
-        command = ["runuser", "-u", "postgres", "--", *command]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 15
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                log = directory / "pgbouncer.log"
-                raise AssertionError(
-                    f"PgBouncer did not start: {log.read_text() if log.exists() else ''}"
-                ) from None
-            time.sleep(0.1)
-    yield Bouncer(process, port, directory)
-    process.terminate()
-    process.wait(10)
-    shutil.rmtree(directory, ignore_errors=True)
-
-
-def pooled_environment(bouncer: Bouncer, database_url: str, data_dir: Path) -> dict[str, str]:
-    """The README's settings for PgBouncer 1.18 in transaction mode."""
-    url = make_url(database_url)
-    pooled = url.set(host="127.0.0.1", port=bouncer.port).render_as_string(hide_password=False)
-    return server_environment(
-        pooled,
-        data_dir,
-        DB_STATEMENT_CACHE_SIZE="0",
-        DATABASE_LISTEN_URL=url.render_as_string(hide_password=False),
-    )
+    bouncer = start_pgbouncer(database_url)
+    yield bouncer
+    bouncer.stop()
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""Two separate production servers (two Gunicorn masters, two workers each) on one database.
+"""Two separate production servers (two Gunicorn masters, two workers each) on one database,
+connected to it directly and through PgBouncer in transaction mode.
 
 A load balancer may send any request to any replica: every rule that spans
 requests (login throttling, token rotation and revocation, idempotency keys,
@@ -13,14 +14,27 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.pgbouncer import pooled_environment
 from tests.server.conftest import Server, server_environment, two_servers
 
 PASSWORD = "correct horse battery"
 
 
-@pytest.fixture
-def replicas(database_url: str, tmp_path: Path) -> Iterator[tuple[Server, Server]]:
-    with two_servers(server_environment(database_url, tmp_path / "data"), tmp_path) as servers:
+@pytest.fixture(params=["direct", "pgbouncer"])
+def replicas(
+    request: pytest.FixtureRequest, backend: str, database_url: str, tmp_path: Path
+) -> Iterator[tuple[Server, Server]]:
+    """Two servers on one database, connected to it directly or, as the README
+    says to run them behind a transaction-mode pooler, through PgBouncer."""
+    if request.param == "direct":
+        environment = server_environment(database_url, tmp_path / "data")
+    elif backend != "postgresql":
+        pytest.skip("PgBouncer pools PostgreSQL connections")
+    else:
+        environment = pooled_environment(
+            request.getfixturevalue("pgbouncer"), database_url, tmp_path / "data"
+        )
+    with two_servers(environment, tmp_path) as servers:
         yield servers
 
 

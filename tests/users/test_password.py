@@ -250,6 +250,7 @@ async def test_a_change_leaves_other_users_tokens_alone(
     assert (await refresh(client, other_user.refresh_token)).status_code == 200
 
 
+@pytest.mark.concurrency
 async def test_concurrent_changes_leave_exactly_one_password_that_works(
     client: httpx.AsyncClient, user: Account
 ) -> None:

@@ -329,6 +329,7 @@ async def test_duplicate_answer_does_not_echo_the_password(client: httpx.AsyncCl
 
 
 @pytest.mark.parametrize("racers", [12])
+@pytest.mark.concurrency
 async def test_concurrent_registrations_of_one_username_let_exactly_one_win(
     client: httpx.AsyncClient, db: DatabaseProbe, racers: int
 ) -> None:
@@ -351,6 +352,7 @@ async def test_concurrent_registrations_of_one_username_let_exactly_one_win(
 
 
 @pytest.mark.parametrize("racers", [12])
+@pytest.mark.concurrency
 async def test_concurrent_registrations_of_one_email_let_exactly_one_win(
     client: httpx.AsyncClient, db: DatabaseProbe, racers: int
 ) -> None:
