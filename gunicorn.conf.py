@@ -31,6 +31,15 @@ workers = int(os.environ.get("WEB_CONCURRENCY") or os.cpu_count() or 1)
 # when they are installed (they are: uvicorn[standard]).
 worker_class = "uvicorn_worker.UvicornWorker"
 
+# Each worker listens on a socket of its own (SO_REUSEPORT; the master holds
+# none), and the kernel spreads new connections over them evenly. With one
+# shared socket the busiest worker, its loop already awake, accepted most
+# connections: measured at 0.85-0.90 of a core against 0.10 for the other.
+# What it costs: connections still waiting in a dying worker's queue are
+# reset (Linux 5.14+ can move them: sysctl net.ipv4.tcp_migrate_req=1), and a
+# second server started by the same user on the same port shares it instead
+# of failing with "address in use".
+reuse_port = True
 # A worker that stops answering the arbiter for this long is restarted.
 timeout = 60
 # On SIGTERM, requests in flight get this long to finish before workers are killed.

@@ -251,6 +251,8 @@ class Server:
             command += [
                 *("bench.floor.app:app", "--worker-class", "uvicorn_worker.UvicornWorker"),
                 *("--keep-alive", "5", "--log-level", "warning"),
+                # A socket per worker, as gunicorn.conf.py gives the service.
+                "--reuse-port",
             ]
         command += ["--bind", f"127.0.0.1:{port}", "--workers", str(workers)]
         with log_path.open("ab") as log:
@@ -985,7 +987,7 @@ def benchmark(config: Config) -> int:
         },
         "floor": {
             "command": "gunicorn bench.floor.app:app --worker-class uvicorn_worker.UvicornWorker "
-            f"--workers {config.workers}",
+            f"--reuse-port --workers {config.workers}",
             "what": "bare Starlette + asyncpg pool (the sizes of the service's workers), the "
             "service's SQL per scenario in the same transactions, python-jose with the same "
             "key and claims, argon2 on 4 threads; no validation, ORM or middleware",

@@ -13,6 +13,8 @@ from app.core.security import PasswordHasher, TokenCodec
 from app.users.models import User
 from app.users.repository import UserRepository
 
+STALE_ACCESS_TOKEN = "The access token is no longer valid."  # noqa: S105  (a message)
+
 
 @dataclass(frozen=True, slots=True)
 class TokenPair:
@@ -105,7 +107,7 @@ class AuthService:
         claims = self._codec.decode(access_token, "access")
         user = await self._users.get(claims.user_id)
         if user is None or not user.is_active or user.token_version != claims.token_version:
-            raise NotAuthenticated("The access token is no longer valid.")
+            raise NotAuthenticated(STALE_ACCESS_TOKEN)
         return user
 
     def _issue_pair(self, user: User, family: RefreshFamily | None) -> TokenPair:

@@ -11,7 +11,7 @@ import logging
 from typing import Literal
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.core.notifications import first_of
 
@@ -33,7 +33,8 @@ _LAG_QUERY = text(
 class ReadReplica:
     def __init__(self, engine: AsyncEngine, max_lag_seconds: float) -> None:
         self.engine = engine
-        self.sessionmaker = async_sessionmaker(engine, expire_on_commit=False)
+        # Reads run outside transactions, as on the primary (Database.reads).
+        self.reads = engine.execution_options(isolation_level="AUTOCOMMIT")
         self.max_lag_seconds = max_lag_seconds
         # Down until the first check says otherwise: reads start on the primary.
         self.state: ReplicaState = "down"

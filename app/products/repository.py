@@ -4,17 +4,27 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import (
+    CTE,
+    BigInteger,
     ColumnElement,
+    Row,
     Select,
+    Subquery,
     and_,
+    bindparam,
+    case,
+    column,
+    false,
     func,
     literal,
     literal_column,
     or_,
     select,
+    text,
+    true,
     tuple_,
 )
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
 from app.core.database import flush_unique
@@ -33,35 +43,46 @@ _SORT_COLUMNS: dict[str, InstrumentedAttribute[Any]] = {
 }
 
 
+# What a product read returns: every column but the search text.
+PRODUCT_COLUMNS = tuple(c for c in Product.__table__.c if c.key != "search_text")
+_BY_ID = select(*PRODUCT_COLUMNS).where(Product.id == bindparam("product_id"))
+# PostgreSQL's estimate of the table's rows, as its planner makes it: the
+# rows per page ANALYZE last saw times the pages the table has now. NULL
+# while the table was never analyzed (or is empty): then the rows are counted.
+_TABLE_ESTIMATE = text(
+    "SELECT CASE WHEN c.reltuples < 0 OR c.relpages = 0 THEN NULL ELSE"
+    " (c.reltuples / c.relpages * (pg_relation_size(c.oid)"
+    " / current_setting('block_size')::float8))::bigint END"
+    " FROM pg_class c WHERE c.oid = 'products'::regclass"
+).columns(column("estimate", BigInteger))
+
+
+# A row of PRODUCT_COLUMNS (with attribute access: row.id, row.version).
+ProductRow = Row[*tuple[Any, ...]]
+
+
 @dataclass(frozen=True)
 class ProductSlice:
-    items: Sequence[Product]
+    items: Sequence[ProductRow]
     total: int
     next_cursor: Cursor | None
 
 
-class ProductRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self._session = session
+class ProductReader:
+    """Product reads in SQLAlchemy Core on a connection outside any transaction
+    (Database.read): one statement per read where the list's total allows,
+    rows handed on as they come, no ORM objects made.
 
-    async def get(self, product_id: int) -> Product | None:
-        return await self._session.get(Product, product_id)
+    The ORM's unit of work is for changes (ProductRepository); a read needs
+    none of it, and it cost about three quarters of a read's CPU (README,
+    "What the profile showed").
+    """
 
-    async def get_for_update(self, product_id: int) -> Product | None:
-        """The product, its row locked until the transaction ends.
+    def __init__(self, connection: AsyncConnection) -> None:
+        self._connection = connection
 
-        Changes read, check and write under this lock, so concurrent updates
-        apply one after the other and each sees the version the previous
-        one left (SQLite, which has no row locks, serialises whole
-        transactions instead).
-        """
-        statement = (
-            select(Product)
-            .where(Product.id == product_id)
-            .with_for_update()
-            .execution_options(populate_existing=True)
-        )
-        return (await self._session.scalars(statement)).first()
+    async def get(self, product_id: int) -> ProductRow | None:
+        return (await self._connection.execute(_BY_ID, {"product_id": product_id})).first()
 
     async def list(self, query: ProductQuery, exact_total_limit: int) -> ProductSlice:
         """One page of the list, its total, and the cursor of the page after it.
@@ -72,33 +93,74 @@ class ProductRepository:
         ids are picked first and only the page's rows then read whole, so a
         deep `offset` skips index entries rather than rows; a `cursor` skips
         nothing, resuming in the index where the previous page ended.
+
+        The list without filters (the one most asked for) is one statement
+        on PostgreSQL, its total included (see _total_columns); a filtered
+        one may need two more for its total (see _total).
         """
         filters = _filters(query)
         field = query.sort.removeprefix("-")
         descending = query.sort.startswith("-")
         column = _SORT_COLUMNS[field]
-        order = [column.desc() if descending else column.asc()]
-        if field != "id":
-            order.append(Product.id.asc())
         position = query.position
         after = [] if position is None else [_after(position, column, descending)]
         # One row more than the page: whether it exists says if a next page does.
-        page = (
+        ids = (
             select(Product.id)
             .where(*filters, *after)
-            .order_by(*order)
+            .order_by(*_order(column, field, descending))
             .limit(query.limit + 1)
             .offset(query.offset)
-            .subquery("page")
+            .cte("page_ids")
         )
-        rows = await self._session.scalars(
-            select(Product).join(page, Product.id == page.c.id).order_by(*order)
+        rows = select(*PRODUCT_COLUMNS).join(ids, Product.id == ids.c.id).subquery("page_rows")
+        one_statement = not filters and self._connection.dialect.name == "postgresql"
+        totals = self._total_columns(query, ids, exact_total_limit) if one_statement else None
+        page = (
+            select(*([totals.c.counted, totals.c.estimated] if totals is not None else []), rows)
+            .select_from(totals.outerjoin(rows, true()) if totals is not None else rows)
+            .order_by(*_order(rows.c[field], field, descending, rows.c.id))
         )
-        found = rows.all()
+        result = (await self._connection.execute(page)).all()
+        found = [r for r in result if r.id is not None]
         items, more = found[: query.limit], len(found) > query.limit
         next_cursor = Cursor.after(items[-1], query.sort) if more else None
-        total = await self._total(query, filters, len(items), more, exact_total_limit)
+        if totals is not None:
+            counted, estimated = result[0].counted, result[0].estimated
+            total = _settle_total(query, len(items), more, exact_total_limit, counted, estimated)
+        else:
+            total = await self._total(query, filters, len(items), more, exact_total_limit)
         return ProductSlice(items, total, next_cursor)
+
+    @staticmethod
+    def _total_columns(query: ProductQuery, ids: CTE, limit: int) -> Subquery:
+        """The total's parts, in the page's own statement: one row, whatever the page holds.
+
+        `estimated` is the table's estimate when the page does not tell the
+        total by itself; `counted` is the capped count, only made when that
+        estimate is at most `limit` (or unknown). PostgreSQL evaluates a
+        subquery in a CASE branch only when the branch is taken, so a page
+        that knows its total, or a table estimated above the limit, counts
+        nothing.
+        """
+        shown = select(func.count()).select_from(ids).scalar_subquery()
+        by_offset = query.cursor is None
+        if by_offset:
+            # The page tells the total itself: the last page of an offset walk.
+            known = and_(shown <= query.limit, or_(shown > 0, literal(query.offset) == 0))
+        else:
+            known = false()
+        estimate = _TABLE_ESTIMATE.scalar_subquery()
+        capped = select(literal(1)).select_from(Product).limit(limit + 1).subquery("matches")
+        count = select(func.count()).select_from(capped).scalar_subquery()
+        return select(
+            case((known, None), else_=estimate).label("estimated"),
+            case(
+                (known, None),
+                (func.coalesce(estimate, 0) <= limit, count),
+                else_=None,
+            ).label("counted"),
+        ).subquery("totals")
 
     async def _total(
         self,
@@ -108,7 +170,8 @@ class ProductRepository:
         more: bool,
         limit: int,
     ) -> int:
-        """How many products match: exact up to `limit`, PostgreSQL's estimate above it.
+        """How many products match a filtered list: exact up to `limit`,
+        PostgreSQL's estimate above it.
 
         count(*) reads every matching row: about 100 ms per million, on every
         page. So, measured on a million products (bench/scale.py):
@@ -126,37 +189,29 @@ class ProductRepository:
         only, not for a filtered one, and would make concurrent creates and
         deletes queue on its one row. SQLite has no estimates: it counts.
         """
-        by_offset = query.cursor is None
-        if by_offset and not more and (shown or not query.offset):
+        if _known_from_page(query, shown, more):
             return query.offset + shown
-        # What this page proves at least: the rows before it, its own, and one after.
-        seen = (query.offset if by_offset else 0) + shown + (1 if more else 0)
-        # And at most: an empty page past the end has no more than `offset` before it.
-        ceiling = query.offset if by_offset and not shown else None
-        if self._session.get_bind().dialect.name != "postgresql":
+        if self._connection.dialect.name != "postgresql":
             return await self._count(filters)
         estimate = await self._estimate(filters)
-        if estimate > limit:
-            total = max(estimate, seen)
-        else:
-            counted = await self._count(filters, cap=limit + 1)
-            total = counted if counted <= limit else max(estimate, counted, seen)
-        return total if ceiling is None else min(total, ceiling)
+        counted = None if estimate > limit else await self._count(filters, cap=limit + 1)
+        return _settle_total(query, shown, more, limit, counted, estimate)
 
     async def _count(self, filters: Filters, cap: int | None = None) -> int:
         matches: Select[Any] = select(literal(1)).select_from(Product).where(*filters)
         if cap is not None:
             matches = matches.limit(cap)
-        counted = await self._session.scalar(select(func.count()).select_from(matches.subquery()))
+        counted = await self._connection.scalar(
+            select(func.count()).select_from(matches.subquery())
+        )
         return counted or 0
 
     async def _estimate(self, filters: Filters) -> int:
         """The planner's estimate of the rows matching `filters` (PostgreSQL)."""
         statement: Select[Any] = select(literal_column("1")).select_from(Product).where(*filters)
-        connection = await self._session.connection()
-        compiled = statement.compile(dialect=connection.dialect)
+        compiled = statement.compile(dialect=self._connection.dialect)
         parameters = compiled.construct_params()
-        result = await connection.exec_driver_sql(
+        result = await self._connection.exec_driver_sql(
             f"EXPLAIN (FORMAT JSON) {compiled}",
             tuple(parameters[name] for name in compiled.positiontup or ()),
         )
@@ -164,6 +219,66 @@ class ProductRepository:
         if isinstance(plan, str):
             plan = json.loads(plan)
         return int(plan[0]["Plan"]["Plan Rows"])
+
+
+def _known_from_page(query: ProductQuery, shown: int, more: bool) -> bool:
+    """The last page of an offset walk tells the total: the rows before it and its own."""
+    return query.cursor is None and not more and bool(shown or not query.offset)
+
+
+def _settle_total(
+    query: ProductQuery,
+    shown: int,
+    more: bool,
+    limit: int,
+    counted: int | None,
+    estimate: int | None,
+) -> int:
+    """The total from what was counted (at most limit + 1) and estimated."""
+    if _known_from_page(query, shown, more):
+        return query.offset + shown
+    by_offset = query.cursor is None
+    # What this page proves at least: the rows before it, its own, and one after.
+    seen = (query.offset if by_offset else 0) + shown + (1 if more else 0)
+    # And at most: an empty page past the end has no more than `offset` before it.
+    ceiling = query.offset if by_offset and not shown else None
+    if counted is not None and counted <= limit:
+        total = counted
+    else:
+        total = max(estimate or 0, counted or 0, seen)
+    return total if ceiling is None else min(total, ceiling)
+
+
+def _order(
+    column: Any, field: str, descending: bool, tiebreak: Any = Product.id
+) -> list[ColumnElement[Any]]:
+    order = [column.desc() if descending else column.asc()]
+    if field != "id":
+        order.append(tiebreak.asc())
+    return order
+
+
+class ProductRepository:
+    """Product changes, through the request's unit of work (the ORM session)."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def get_for_update(self, product_id: int) -> Product | None:
+        """The product, its row locked until the transaction ends.
+
+        Changes read, check and write under this lock, so concurrent updates
+        apply one after the other and each sees the version the previous
+        one left (SQLite, which has no row locks, serialises whole
+        transactions instead).
+        """
+        statement = (
+            select(Product)
+            .where(Product.id == product_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+        return (await self._session.scalars(statement)).first()
 
     async def add(self, product: Product) -> Product:
         self._session.add(product)

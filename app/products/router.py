@@ -1,8 +1,6 @@
-from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.dependencies import CurrentUser
 from app.core.database import Database, SessionDep, get_database
@@ -19,58 +17,30 @@ from app.core.params import IdPath
 from app.core.routing import ApiRoute, problem_responses
 from app.idempotency.service import IdempotencyService, Outcome, StoredResponse, fingerprint
 from app.products.models import Product
-from app.products.repository import ProductSlice
 from app.products.schemas import ProductCreate, ProductPage, ProductPatch, ProductQuery, ProductRead
-from app.products.service import ProductService
+from app.products.service import ProductReads, ProductService
 
 T = TypeVar("T")
 
 router = APIRouter(prefix="/products", tags=["products"], route_class=ApiRoute)
 
 
-async def get_product_service(session: SessionDep, settings: SettingsDep) -> ProductService:
-    return ProductService(session, settings.exact_total_limit)
+async def get_product_service(session: SessionDep) -> ProductService:
+    return ProductService(session)
 
 
 async def get_idempotency_service(session: SessionDep) -> IdempotencyService:
     return IdempotencyService(session)
 
 
-class ProductReads:
-    """Product reads routed by Database.read: to the read replica for anonymous
-    requests (no read-your-writes to keep), to the primary for anyone signed in."""
-
-    def __init__(
-        self, database: Database, session: AsyncSession, exact_total_limit: int, anonymous: bool
-    ) -> None:
-        self._database = database
-        self._session = session
-        self._exact_total_limit = exact_total_limit
-        self._anonymous = anonymous
-
-    async def get(self, product_id: int) -> Product:
-        return await self._read(lambda service: service.get(product_id))
-
-    async def list(self, query: ProductQuery) -> ProductSlice:
-        return await self._read(lambda service: service.list(query))
-
-    async def _read(self, read: Callable[[ProductService], Awaitable[T]]) -> T:
-        return await self._database.read(
-            self._session,
-            lambda session: read(ProductService(session, self._exact_total_limit)),
-            replica_allowed=self._anonymous,
-        )
-
-
 async def get_product_reads(
     request: Request,
     database: Annotated[Database, Depends(get_database)],
-    session: SessionDep,
     settings: SettingsDep,
 ) -> ProductReads:
     # Whatever the header holds: a request with credentials never reads a replica.
     anonymous = "authorization" not in request.headers
-    return ProductReads(database, session, settings.exact_total_limit, anonymous)
+    return ProductReads(database, settings.exact_total_limit, replica_allowed=anonymous)
 
 
 ProductServiceDep = Annotated[ProductService, Depends(get_product_service)]
@@ -204,13 +174,17 @@ async def list_products(
     if_none_match: IfNoneMatch = None,
 ) -> Response:
     found = await products.list(query)
-    page = ProductPage(
-        items=[ProductRead.model_validate(p) for p in found.items],
-        total=found.total,
-        limit=query.limit,
-        offset=query.offset,
+    # Rows to JSON in one pass through pydantic-core: validated once and
+    # serialized here, once (the validator is made from the bytes), with no
+    # second pass through response_model, which only documents the body.
+    page = ProductPage.model_validate(
+        {
+            "items": [row._mapping for row in found.items],
+            "total": found.total,
+            "limit": query.limit,
+            "offset": query.offset,
+        }
     )
-    # Serialized here, once, because the validator is made from the bytes.
     body = page.model_dump_json().encode()
     tag = content_tag(body)
     headers = {"ETag": f'"{tag}"', "Cache-Control": REVALIDATE}
@@ -242,17 +216,15 @@ async def list_products(
 async def get_product(
     product_id: IdPath,
     products: ProductReadsDep,
-    response: Response,
     if_none_match: IfNoneMatch = None,
-) -> ProductRead | Response:
-    product = await products.get(product_id)
-    if if_none_match_hits(if_none_match, str(product.version)):
-        return Response(
-            status_code=status.HTTP_304_NOT_MODIFIED,
-            headers={"ETag": etag(product.version), "Cache-Control": REVALIDATE},
-        )
-    response.headers["Cache-Control"] = REVALIDATE
-    return _with_etag(response, product)
+) -> Response:
+    row = await products.get(product_id)
+    headers = {"ETag": etag(row.version), "Cache-Control": REVALIDATE}
+    if if_none_match_hits(if_none_match, str(row.version)):
+        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
+    # The row to JSON in one pass, as the list does.
+    body = ProductRead.model_validate(row._mapping).model_dump_json()
+    return Response(body, headers=headers, media_type="application/json")
 
 
 @router.post(

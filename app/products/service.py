@@ -1,32 +1,50 @@
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from app.core.database import DuplicateValue
+from app.core.database import Database, DuplicateValue
 from app.core.exceptions import Conflict, NotFound, PermissionDenied, PreconditionFailed
 from app.core.versioning import VersionMatch
 from app.events.models import EventKind
 from app.events.repository import EventLog
 from app.products.models import Product
-from app.products.repository import ProductRepository, ProductSlice
+from app.products.repository import ProductReader, ProductRepository, ProductRow, ProductSlice
 from app.products.schemas import ProductCreate, ProductPatch, ProductQuery
 from app.users.models import User
 
 
+class ProductReads:
+    """Product reads, each outside any transaction (Database.read): on the read
+    replica when `replica_allowed` (anonymous requests: no read-your-writes
+    to keep) and it is healthy, else on the primary."""
+
+    def __init__(self, database: Database, exact_total_limit: int, replica_allowed: bool) -> None:
+        self._database = database
+        self._exact_total_limit = exact_total_limit
+        self._replica_allowed = replica_allowed
+
+    async def get(self, product_id: int) -> ProductRow:
+        async def read(connection: AsyncConnection) -> ProductRow:
+            row = await ProductReader(connection).get(product_id)
+            if row is None:
+                raise _missing(product_id)
+            return row
+
+        return await self._database.read(read, replica_allowed=self._replica_allowed)
+
+    async def list(self, query: ProductQuery) -> ProductSlice:
+        return await self._database.read(
+            lambda connection: ProductReader(connection).list(query, self._exact_total_limit),
+            replica_allowed=self._replica_allowed,
+        )
+
+
 class ProductService:
-    def __init__(self, session: AsyncSession, exact_total_limit: int = 10_000) -> None:
+    """Product changes, in the request's unit of work."""
+
+    def __init__(self, session: AsyncSession) -> None:
         self._products = ProductRepository(session)
         # Every committed change is an event (live events): written here, in
         # the change's own transaction, so a rollback takes it back too.
         self._events = EventLog(session)
-        self._exact_total_limit = exact_total_limit
-
-    async def get(self, product_id: int) -> Product:
-        product = await self._products.get(product_id)
-        if product is None:
-            raise _missing(product_id)
-        return product
-
-    async def list(self, query: ProductQuery) -> ProductSlice:
-        return await self._products.list(query, self._exact_total_limit)
 
     async def create(self, owner: User, data: ProductCreate) -> Product:
         product = Product(**data.model_dump(), owner_id=owner.id)

@@ -1,13 +1,35 @@
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import func, or_, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import Row, bindparam, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.core.database import flush_unique
 from app.users.models import User
 
 _UNIQUE_KEYS = {"username": ("uq_users_username_lower",), "email": ("uq_users_email_lower",)}
+
+
+# A signed-in request's user: what its access token is checked against, and
+# what /users/me shows. Never the password hash.
+_SIGNED_IN = select(*(c for c in User.__table__.c if c.key != "password_hash")).where(
+    User.id == bindparam("user_id")
+)
+
+
+# A row of _SIGNED_IN (with attribute access: row.id, row.token_version).
+SignedInRow = Row[*tuple[Any, ...]]
+
+
+class UserReader:
+    """The user behind an access token, in SQLAlchemy Core on a connection
+    outside any transaction (Database.read): one statement, no ORM object."""
+
+    def __init__(self, connection: AsyncConnection) -> None:
+        self._connection = connection
+
+    async def signed_in(self, user_id: int) -> SignedInRow | None:
+        return (await self._connection.execute(_SIGNED_IN, {"user_id": user_id})).first()
 
 
 class UserRepository:

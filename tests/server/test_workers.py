@@ -5,7 +5,10 @@ carries the process id), found by the request's X-Request-ID.
 """
 
 import itertools
+import os
 import uuid
+from collections import Counter
+from pathlib import Path
 
 import httpx
 import pytest
@@ -49,6 +52,59 @@ def test_two_workers_boot_on_uvloop(server: Server) -> None:
     records = [r for r in server.log_records() if r.get("message") == "serving"]
     assert len({r["pid"] for r in records}) == 2
     assert all(r["event_loop"].startswith("uvloop") for r in records)
+
+
+def _listening_sockets(port: int) -> set[int]:
+    """Inodes of the TCP sockets listening on `port` (state 0A in /proc/net/tcp)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(int(fields[9]))
+    return inodes
+
+
+def _sockets_of(pid: int) -> set[int]:
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:  # closed meanwhile
+            continue
+        if target.startswith("socket:["):
+            inodes.add(int(target[8:-1]))
+    return inodes
+
+
+def test_each_worker_listens_on_its_own_socket_and_gets_its_share(server: Server) -> None:
+    """SO_REUSEPORT: the kernel hands new connections to the workers in turn
+    (by a hash of the client's address), where one shared socket let the
+    busiest worker take most of them."""
+    port = int(server.base_url.rsplit(":", 1)[1])
+    listening = _listening_sockets(port)
+    workers = server.worker_pids()
+    assert len(workers) == 2
+    assert len(listening) == 2
+    # One listening socket per worker, none in the master.
+    assert not _sockets_of(server.process.pid) & listening
+    assert all(len(_sockets_of(pid) & listening) == 1 for pid in workers)
+
+    # 64 connections open at once, one request each: every worker serves a
+    # fair share (Binomial(64, 1/2) falls under 12 about once in 10 million).
+    clients = [httpx.Client(base_url=server.base_url, timeout=10) for _ in range(64)]
+    try:
+        request_ids = []
+        for n, client in enumerate(clients):
+            request_ids.append(f"spread-{n}-{uuid.uuid4().hex[:6]}")
+            response = client.get("/health/live", headers={"X-Request-ID": request_ids[-1]})
+            assert response.status_code == 200
+    finally:
+        for client in clients:
+            client.close()
+    served = Counter(server.pid_of(request_id) for request_id in request_ids)
+    assert set(served) == workers
+    assert min(served.values()) >= 12, served
 
 
 def test_a_refresh_token_retired_by_one_worker_is_refused_by_the_other(server: Server) -> None:
