@@ -554,11 +554,11 @@ def measure_all(
 async def explain(database_url: str, query: Query) -> str:
     """EXPLAIN (ANALYZE, BUFFERS) of each statement the list service runs for `query`."""
     from sqlalchemy import event
-    from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+    from sqlalchemy.ext.asyncio import create_async_engine
 
     from app.core.config import Settings
+    from app.products.repository import ProductReader
     from app.products.schemas import ProductQuery
-    from app.products.service import ProductService
 
     settings = Settings(database_url=database_url)
     engine = create_async_engine(
@@ -574,8 +574,9 @@ async def explain(database_url: str, query: Query) -> str:
     plans: list[str] = []
     try:
         async with engine.connect() as connection:
-            async with AsyncSession(bind=connection) as session:
-                await ProductService(session).list(ProductQuery.model_validate(query.params(0)))
+            await ProductReader(connection).list(
+                ProductQuery.model_validate(query.params(0)), settings.exact_total_limit
+            )
             event.remove(engine.sync_engine, "before_cursor_execute", record)
             for statement, parameters in statements:
                 result = await connection.exec_driver_sql(
