@@ -42,7 +42,14 @@ class _Statements(logging.Handler):
         message = record.getMessage()
         if message.startswith(("[", "(")):
             return  # "[generated in 0.0001s] [SQL parameters hidden ...]"
+        if message.startswith(NOT_SENT):
+            return
         self.lines.append(normalise(message))
+
+
+# What the engine logs for a connection in autocommit mode (the service's
+# reads) but sends nothing for: asyncpg has no transaction to begin or end.
+NOT_SENT = ("BEGIN (implicit; DBAPI should not BEGIN", "ROLLBACK using DBAPI connection.rollback()")
 
 
 def normalise(statement: str) -> str:

@@ -144,20 +144,21 @@ class ProductReader:
         nothing.
         """
         shown = select(func.count()).select_from(ids).scalar_subquery()
-        by_offset = query.cursor is None
-        if by_offset:
-            # The page tells the total itself: the last page of an offset walk.
-            known = and_(shown <= query.limit, or_(shown > 0, literal(query.offset) == 0))
-        else:
-            known = false()
+        # The page tells the total itself: the last page of an offset walk
+        # (as _known_from_page says, in SQL).
+        known: ColumnElement[bool] = false()
+        if query.cursor is None:
+            known = shown <= query.limit
+            if query.offset:
+                known = and_(known, shown > literal_column("0"))
         estimate = _TABLE_ESTIMATE.scalar_subquery()
-        capped = select(literal(1)).select_from(Product).limit(limit + 1).subquery("matches")
-        count = select(func.count()).select_from(capped).scalar_subquery()
+        capped: Select[Any] = select(literal_column("1")).select_from(Product).limit(limit + 1)
+        count = select(func.count()).select_from(capped.subquery("matches")).scalar_subquery()
         return select(
             case((known, None), else_=estimate).label("estimated"),
             case(
                 (known, None),
-                (func.coalesce(estimate, 0) <= limit, count),
+                (func.coalesce(estimate, literal_column("0")) <= limit, count),
                 else_=None,
             ).label("counted"),
         ).subquery("totals")

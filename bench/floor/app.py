@@ -7,15 +7,17 @@ Bare Starlette routes over an asyncpg pool, served like the service
 
 Each route sends the service's own SQL for its scenario (bench/floor/sql.py,
 checked by `python -m bench.capture_sql`), inside BEGIN/COMMIT where the
-service has them, decodes and signs JWTs with python-jose under the same key
-and claims, and verifies passwords with argon2 at the stored hash's cost on
-as many threads as the service's PASSWORD_HASH_CONCURRENCY. It validates
+service has them; with FLOOR_SQL=bare the lists send the bare SQL instead
+(sql.BARE: a page and its count in one statement). It decodes and signs
+JWTs with python-jose under the same key and claims, and verifies passwords
+with argon2 at the stored hash's cost on as many threads as the service's
+PASSWORD_HASH_CONCURRENCY. It validates
 nothing, maps nothing to objects and has no middleware, logging or metrics.
 It knows only what the benchmark sends: it is a yardstick, not a service.
 
 Left out on purpose: asyncpg's reset query on release (SQLAlchemy's pool
-sends none either). The pool has the service's sizes, which bench/perf.py spells out: DB_POOL_SIZE
-connections kept, up to DB_POOL_SIZE + DB_MAX_OVERFLOW, DB_POOL_TIMEOUT to
+sends none either). The pool has the service's sizes, which bench/perf.py
+spells out: DB_POOL_SIZE connections kept, up to DB_POOL_SIZE + DB_MAX_OVERFLOW, DB_POOL_TIMEOUT to
 wait for one (then 503).
 
 Settings come from the service's variables: DATABASE_URL, SECRET_KEY,
@@ -63,6 +65,7 @@ COMMAND_TIMEOUT = float(os.environ.get("DB_COMMAND_TIMEOUT", "2"))
 LOGIN_WINDOW = timedelta(seconds=int(os.environ.get("LOGIN_WINDOW_SECONDS", "900")))
 LOGIN_MAX_FAILURES = int(os.environ.get("LOGIN_MAX_FAILURES", "5"))
 EXACT_TOTAL_LIMIT = int(os.environ.get("EXACT_TOTAL_LIMIT", "10000"))
+BARE = os.environ.get("FLOOR_SQL", "same") == "bare"
 _REQUIRED = {f"require_{claim}": True for claim in ("exp", "iat", "sub", "jti", "iss", "aud")}
 
 _hasher = PasswordHasher()
@@ -97,17 +100,23 @@ class _Unavailable(Exception):
 
 
 @asynccontextmanager
-async def _transaction() -> AsyncIterator[asyncpg.Connection]:
+async def _connection() -> AsyncIterator[asyncpg.Connection]:
+    """A pooled connection outside any transaction: each statement on its own."""
     assert _pool is not None  # noqa: S101  (set at start-up)
     try:
         connection = await _pool.acquire(timeout=POOL_TIMEOUT)
     except TimeoutError:
         raise _Unavailable from None
     try:
-        async with connection.transaction():
-            yield connection
+        yield connection
     finally:
         await _pool.release(connection)
+
+
+@asynccontextmanager
+async def _transaction() -> AsyncIterator[asyncpg.Connection]:
+    async with _connection() as connection, connection.transaction():
+        yield connection
 
 
 def _problem(status: int, detail: str) -> JSONResponse:
@@ -163,8 +172,10 @@ def _claims(request: Request) -> dict[str, Any] | None:
     return claims if claims.get("type") == "access" else None
 
 
-async def _signed_in(connection: asyncpg.Connection, claims: dict[str, Any]) -> asyncpg.Record:
-    user = await connection.fetchrow(sql.USER_BY_ID, int(claims["sub"]))
+async def _signed_in(
+    connection: asyncpg.Connection, claims: dict[str, Any], statement: str = sql.USER_BY_ID
+) -> asyncpg.Record:
+    user = await connection.fetchrow(statement, int(claims["sub"]))
     if user is None or user["token_version"] != claims["ver"]:
         raise _NotSignedIn
     return user
@@ -180,7 +191,7 @@ async def live(request: Request) -> Response:
 
 async def get_product(request: Request) -> Response:
     product_id = int(request.path_params["product_id"])
-    async with _transaction() as connection:
+    async with _connection() as connection:
         row = await connection.fetchrow(sql.PRODUCT_BY_ID, product_id)
     if row is None:
         return _problem(404, f"Product {product_id} does not exist.")
@@ -191,26 +202,54 @@ def _like_pattern(text: str) -> str:
     return "%" + text.replace("/", "//").replace("%", "/%").replace("_", "/_") + "%"
 
 
-async def _total(
-    connection: asyncpg.Connection, pattern: str | None, offset: int, shown: int, more: bool
-) -> int:
-    """The service's total, by the same statements: known on a short last page, else the
-    planner's estimate when above EXACT_TOTAL_LIMIT, else a count of at most that + 1."""
+def _settle(offset: int, shown: int, more: bool, counted: int | None, estimate: int | None) -> int:
+    """The service's total from its parts: known on a short last page, else the count
+    (at most EXACT_TOTAL_LIMIT + 1) when under the limit, else the estimate."""
     if not more and (shown or not offset):
         return offset + shown
     seen = offset + shown + (1 if more else 0)
-    if pattern is None:
-        plan = await connection.fetchval(sql.PRODUCT_ESTIMATE)
-    else:
-        plan = await connection.fetchval(sql.SEARCH_ESTIMATE, pattern)
+    if counted is not None and counted <= EXACT_TOTAL_LIMIT:
+        return counted
+    return max(estimate or 0, counted or 0, seen)
+
+
+async def _search_total(
+    connection: asyncpg.Connection, pattern: str, offset: int, shown: int, more: bool
+) -> int:
+    """A filtered list's total, by the service's statements: the planner's estimate,
+    then a capped count when the estimate is at most EXACT_TOTAL_LIMIT."""
+    if not more and (shown or not offset):
+        return offset + shown
+    plan = await connection.fetchval(sql.SEARCH_ESTIMATE, pattern)
     estimate = int(json.loads(plan)[0]["Plan"]["Plan Rows"])
-    if estimate > EXACT_TOTAL_LIMIT:
-        return max(estimate, seen)
-    if pattern is None:
-        counted = await connection.fetchval(sql.PRODUCT_COUNT, 1, EXACT_TOTAL_LIMIT + 1)
-    else:
+    counted = None
+    if estimate <= EXACT_TOTAL_LIMIT:
         counted = await connection.fetchval(sql.SEARCH_COUNT, 1, pattern, EXACT_TOTAL_LIMIT + 1)
-    return int(counted) if counted <= EXACT_TOTAL_LIMIT else max(estimate, counted, seen)
+    return _settle(offset, shown, more, counted, estimate)
+
+
+async def _page(
+    connection: asyncpg.Connection, pattern: str | None, limit: int, offset: int
+) -> tuple[list[asyncpg.Record], int]:
+    """The page (one row more than asked, if there is one) and the total."""
+    cap = EXACT_TOTAL_LIMIT + 1
+    if BARE:
+        if pattern is None:
+            rows = await connection.fetch(sql.BARE_PRODUCT_PAGE, limit + 1, offset, cap)
+        else:
+            rows = await connection.fetch(sql.BARE_SEARCH_PAGE, pattern, limit + 1, offset, cap)
+        return rows, rows[0]["total"] if rows else 0
+    if pattern is None:
+        result = await connection.fetch(
+            sql.PRODUCT_PAGE_WITH_TOTAL, limit + 1, offset, limit, EXACT_TOTAL_LIMIT, cap
+        )
+        rows = [row for row in result if row["id"] is not None]
+        shown, more = min(len(rows), limit), len(rows) > limit
+        counted, estimated = result[0]["counted"], result[0]["estimated"]
+        return rows, _settle(offset, shown, more, counted, estimated)
+    rows = await connection.fetch(sql.SEARCH_PAGE, pattern, limit + 1, offset)
+    shown, more = min(len(rows), limit), len(rows) > limit
+    return rows, await _search_total(connection, pattern, offset, shown, more)
 
 
 def _cursor_after(product_id: int) -> str:
@@ -223,14 +262,10 @@ async def list_products(request: Request) -> Response:
     limit, offset = int(params.get("limit", 20)), int(params.get("offset", 0))
     q = params.get("q")
     pattern = _like_pattern(q) if q else None
-    async with _transaction() as connection:
-        if pattern is None:
-            rows = await connection.fetch(sql.PRODUCT_PAGE, limit + 1, offset)
-        else:
-            rows = await connection.fetch(sql.SEARCH_PAGE, pattern, limit + 1, offset)
-        more = len(rows) > limit
-        rows = rows[:limit]
-        total = await _total(connection, pattern, offset, len(rows), more)
+    async with _connection() as connection:
+        rows, total = await _page(connection, pattern, limit, offset)
+    more = len(rows) > limit
+    rows = rows[:limit]
     page = {
         "items": [_product(row) for row in rows],
         "total": total,
@@ -250,9 +285,20 @@ async def users_me(request: Request) -> Response:
     claims = _claims(request)
     if claims is None:
         return _problem(401, "The token is not valid.")
-    async with _transaction() as connection:
-        user = await _signed_in(connection, claims)
+    async with _connection() as connection:
+        user = await _signed_in(connection, claims, sql.USER_SIGNED_IN)
     return JSONResponse(_user(user))
+
+
+async def _add_event(
+    connection: asyncpg.Connection, kind: str, product: dict[str, Any], now: datetime
+) -> None:
+    """The change's event, in its transaction, as the service writes it (live events)."""
+    data = json.dumps({"id": product["id"], "version": product["version"], "product": product})
+    await connection.fetchval(
+        sql.INSERT_EVENT,
+        *(None, kind, product["id"], product["owner_id"], product["version"], data, now, None),
+    )
 
 
 def _money(value: object) -> Decimal | None:
@@ -280,14 +326,15 @@ async def create_product(request: Request) -> Response:
         }
         # RETURNING id and search_text, as the service's; the id is what is needed.
         product_id = await connection.fetchval(sql.INSERT_PRODUCT, *values.values())
-    product = {
-        "id": product_id,
-        **values,
-        "price": float(values["price"]),
-        "tax": None if values["tax"] is None else float(values["tax"]),
-        "created_at": now.isoformat(),
-        "updated_at": now.isoformat(),
-    }
+        product = {
+            "id": product_id,
+            **values,
+            "price": float(values["price"]),
+            "tax": None if values["tax"] is None else float(values["tax"]),
+            "created_at": now.isoformat(),
+            "updated_at": now.isoformat(),
+        }
+        await _add_event(connection, "product.created", product, now)
     location = f"/api/v1/products/{product_id}"
     return JSONResponse(product, 201, headers={"Location": location, "ETag": '"1"'})
 
@@ -310,12 +357,13 @@ async def patch_product(request: Request) -> Response:
             return _problem(412, "If-Match does not match the current version.")
         price, version, now = _money(body["price"]), row["version"] + 1, datetime.now(UTC)
         await connection.execute(sql.UPDATE_PRODUCT_PRICE, price, version, now, product_id)
-    product = {
-        **_product(row),
-        "price": float(price or 0),
-        "version": version,
-        "updated_at": now.isoformat(),
-    }
+        product = {
+            **_product(row),
+            "price": float(price or 0),
+            "version": version,
+            "updated_at": now.isoformat(),
+        }
+        await _add_event(connection, "product.updated", product, now)
     return JSONResponse(product, headers={"ETag": f'"{version}"'})
 
 
