@@ -252,16 +252,23 @@ class Server:
     process: subprocess.Popen[bytes]
     base_url: str
     log_path: Path
+    bare_url: str | None = None  # the floor's: where it is the bare floor
 
     @classmethod
     def start(cls, name: App, environment: dict[str, str], workers: int, log_path: Path) -> Server:
+        """The service, or the floor; the floor also listens on a second port, where
+        it is the bare floor (one process and one pool for both: three pools of
+        DB_MAX_CONNECTIONS would not fit PostgreSQL's default max_connections)."""
         gunicorn = Path(sys.executable).with_name("gunicorn")
         port = production.free_port()
         command = [str(gunicorn) if gunicorn.exists() else shutil.which("gunicorn") or "gunicorn"]
+        bare_port = 0
         if name == "service":
             command += ["-c", "gunicorn.conf.py", "app.main:app"]
         else:
-            environment = {**environment, "FLOOR_SQL": "bare" if name == "bare" else "same"}
+            bare_port = production.free_port()
+            environment = {**environment, "FLOOR_BARE_PORT": str(bare_port)}
+            command += ["--bind", f"127.0.0.1:{bare_port}"]
             command += [
                 *("bench.floor.app:app", "--worker-class", "uvicorn_worker.UvicornWorker"),
                 *("--keep-alive", "5", "--log-level", "warning"),
@@ -273,7 +280,14 @@ class Server:
             process = subprocess.Popen(  # noqa: S603
                 command, cwd=ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT
             )
-        return cls(name, process, f"http://127.0.0.1:{port}", log_path)
+        bare_url = None if name == "service" else f"http://127.0.0.1:{bare_port}"
+        return cls(name, process, f"http://127.0.0.1:{port}", log_path, bare_url)
+
+    def bare(self) -> Server:
+        """The floor's second address, where it sends the bare SQL."""
+        if self.bare_url is None:
+            raise BenchError(f"the {self.name} has no bare address")
+        return Server("bare", self.process, self.bare_url, self.log_path)
 
     def worker_pids(self) -> list[int]:
         return sorted(pid for pid, parent in _parents() if parent == self.process.pid)
@@ -931,12 +945,10 @@ def benchmark(config: Config) -> int:
             # The apps start (importing takes seconds) while the database is filled:
             # neither needs the tables before its first request.
             servers["service"] = Server.start("service", environment, config.workers, log_path)
-            for floor in ("floor", "bare"):
-                if floor == "bare" and not set(config.scenarios) & set(floor_statements.BARE):
-                    continue
-                servers[floor] = Server.start(
-                    floor, floor_environment(environment, config.workers), config.workers, log_path
-                )
+            servers["floor"] = Server.start(
+                "floor", floor_environment(environment, config.workers), config.workers, log_path
+            )
+            servers["bare"] = servers["floor"].bare()
             with log_path.open("a") as log:
                 production.migrate(environment, log)
             seeded = asyncio.run(seed.seed(config.database_url, users=USERS, products=PRODUCTS))
@@ -947,14 +959,16 @@ def benchmark(config: Config) -> int:
                 f"{seeded.search_matches} products match q={seed.SEARCH_TERM})"
             )
             for server in servers.values():
-                server.wait_until_ready(config.workers)
+                if server.name != "bare":
+                    server.wait_until_ready(config.workers)
             urls = {app: server.base_url for app, server in servers.items()}
             say(f"bench: {', '.join(f'{app} at {url}' for app, url in urls.items())}")
             profiles = config.results / f"profile-{stamp}" if config.profile else None
             runs = drive(config, fixtures, servers, data, profiles)
         finally:
             for server in servers.values():
-                server.stop()
+                if server.name != "bare":  # the floor's process
+                    server.stop()
     finished = datetime.now(UTC)
     load_end = os.getloadavg()
 

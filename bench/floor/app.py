@@ -7,8 +7,8 @@ Bare Starlette routes over an asyncpg pool, served like the service
 
 Each route sends the service's own SQL for its scenario (bench/floor/sql.py,
 checked by `python -m bench.capture_sql`), inside BEGIN/COMMIT where the
-service has them; with FLOOR_SQL=bare the lists send the bare SQL instead
-(sql.BARE: a page and its count in one statement). It decodes and signs
+service has them; on its second address (FLOOR_BARE_PORT) the lists send
+the bare SQL instead (sql.BARE: a page and its count in one statement). It decodes and signs
 JWTs with python-jose under the same key and claims, and verifies passwords
 with argon2 at the stored hash's cost on as many threads as the service's
 PASSWORD_HASH_CONCURRENCY. It validates
@@ -65,7 +65,8 @@ COMMAND_TIMEOUT = float(os.environ.get("DB_COMMAND_TIMEOUT", "2"))
 LOGIN_WINDOW = timedelta(seconds=int(os.environ.get("LOGIN_WINDOW_SECONDS", "900")))
 LOGIN_MAX_FAILURES = int(os.environ.get("LOGIN_MAX_FAILURES", "5"))
 EXACT_TOTAL_LIMIT = int(os.environ.get("EXACT_TOTAL_LIMIT", "10000"))
-BARE = os.environ.get("FLOOR_SQL", "same") == "bare"
+# Requests to this port get the bare SQL (bench/perf.py binds the floor to two).
+BARE_PORT = int(os.environ.get("FLOOR_BARE_PORT") or 0)
 _REQUIRED = {f"require_{claim}": True for claim in ("exp", "iat", "sub", "jti", "iss", "aud")}
 
 _hasher = PasswordHasher()
@@ -229,11 +230,11 @@ async def _search_total(
 
 
 async def _page(
-    connection: asyncpg.Connection, pattern: str | None, limit: int, offset: int
+    connection: asyncpg.Connection, pattern: str | None, limit: int, offset: int, bare: bool
 ) -> tuple[list[asyncpg.Record], int]:
     """The page (one row more than asked, if there is one) and the total."""
     cap = EXACT_TOTAL_LIMIT + 1
-    if BARE:
+    if bare:
         if pattern is None:
             rows = await connection.fetch(sql.BARE_PRODUCT_PAGE, limit + 1, offset, cap)
         else:
@@ -263,7 +264,8 @@ async def list_products(request: Request) -> Response:
     q = params.get("q")
     pattern = _like_pattern(q) if q else None
     async with _connection() as connection:
-        rows, total = await _page(connection, pattern, limit, offset)
+        bare = request.scope["server"][1] == BARE_PORT
+        rows, total = await _page(connection, pattern, limit, offset, bare)
     more = len(rows) > limit
     rows = rows[:limit]
     page = {

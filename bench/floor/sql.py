@@ -1,12 +1,12 @@
 """The statements the service sends for each scenario, copied from `python -m bench.capture_sql`,
 and the bare ones a hand-written app would send for the same reads.
 
-SCENARIOS: the floor app (FLOOR_SQL=same) runs exactly these, in this order,
+SCENARIOS: the floor app runs exactly these, in this order,
 with BEGIN and COMMIT where the service has them (asyncpg's
 `connection.transaction()` sends the same two). `python -m bench.capture_sql`
 compares them with what the service sends now and says where they differ.
 
-BARE: the floor app with FLOOR_SQL=bare: each read one statement, outside
+BARE: the floor app on its bare address: each read one statement, outside
 any transaction, its total counted in the same statement (up to
 EXACT_TOTAL_LIMIT + 1), with no estimate. Scenarios missing there send the
 same as SCENARIOS. The difference between the two floors is what the

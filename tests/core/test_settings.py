@@ -293,10 +293,10 @@ async def test_without_cors_origins_no_cors_headers_are_sent(make_client: Client
 @pytest.mark.parametrize(
     ("environment", "limits"),
     [
-        ({}, (20, 20)),  # one worker: the whole server's 40
-        ({"WEB_CONCURRENCY": "2"}, (10, 10)),
-        ({"WEB_CONCURRENCY": "3"}, (6, 7)),  # 13 each, 39 in all: never above 40
-        ({"WEB_CONCURRENCY": "8", "DB_MAX_CONNECTIONS": "10"}, (1, 1)),  # at least 2 each
+        ({}, (40, 0)),  # one worker: the whole server's 40, kept once opened
+        ({"WEB_CONCURRENCY": "2"}, (20, 0)),
+        ({"WEB_CONCURRENCY": "3"}, (13, 0)),  # 13 each, 39 in all: never above 40
+        ({"WEB_CONCURRENCY": "8", "DB_MAX_CONNECTIONS": "10"}, (2, 0)),  # at least 2 each
         ({"WEB_CONCURRENCY": "2", "DB_POOL_SIZE": "5"}, (5, 15)),  # the rest of the share
         ({"WEB_CONCURRENCY": "2", "DB_POOL_SIZE": "5", "DB_MAX_OVERFLOW": "0"}, (5, 0)),
     ],
