@@ -225,7 +225,7 @@ async def _search_total(
     estimate = int(json.loads(plan)[0]["Plan"]["Plan Rows"])
     counted = None
     if estimate <= EXACT_TOTAL_LIMIT:
-        counted = await connection.fetchval(sql.SEARCH_COUNT, 1, pattern, EXACT_TOTAL_LIMIT + 1)
+        counted = await connection.fetchval(sql.SEARCH_COUNT, pattern, EXACT_TOTAL_LIMIT + 1)
     return _settle(offset, shown, more, counted, estimate)
 
 

@@ -73,8 +73,8 @@ SEARCH_PAGE = (
 )
 SEARCH_ESTIMATE = f"EXPLAIN (FORMAT JSON) SELECT 1 FROM products WHERE {_SEARCH}"  # noqa: S608
 SEARCH_COUNT = (
-    "SELECT count(*) AS count_1 FROM (SELECT $1::INTEGER AS anon_2 FROM products "
-    "WHERE products.search_text LIKE lower($2::VARCHAR) ESCAPE '/' LIMIT $3::INTEGER) AS anon_1"
+    "SELECT count(*) AS count_1 FROM (SELECT 1 FROM products WHERE products.search_text LIKE "
+    "lower($1::VARCHAR) ESCAPE '/' LIMIT $2::INTEGER) AS matches"
 )
 INSERT_PRODUCT = (
     "INSERT INTO products (name, description, price, tax, sku, owner_id, version, created_at, "
