@@ -54,8 +54,9 @@ wrk:
 # BENCH_DURATION (10 s), BENCH_CONNECTIONS (16,64), BENCH_WORKERS (2),
 # BENCH_ALTERNATIONS (3), BENCH_DATABASE_URL: see bench/perf.py.
 # BENCH_SMOKE=1 is CI's quick check that every scenario answers 2xx/3xx.
-bench: install wrk ## Benchmark; figures in bench/results/: bench-latest.{json,png}, tracing-latest.json, events-latest.json
+bench: install wrk ## Benchmark; figures in bench/results/: bench-latest.{json,png}, stack-latest.json, tracing-latest.json, events-latest.json
 	$(BIN)/python -m bench.perf
+	$(BIN)/python -m bench.stack
 	$(BIN)/python -m bench.tracing
 	$(BIN)/python -m bench.events
 

@@ -108,3 +108,23 @@ def test_the_events_benchmark_runs_and_every_client_gets_every_event(tmp_path: P
     report = json.loads((tmp_path / "events-smoke-latest.json").read_text())
     assert report["events_received"] == report["events_expected"] > 0
     assert 0 < report["latency_ms"]["p50"] <= report["latency_ms"]["p99"]
+
+
+def test_the_stack_benchmark_prices_each_middleware(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.stack"],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, "BENCH_STACK_REQUESTS": "200", "BENCH_RESULTS": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+
+    figures = json.loads((tmp_path / "stack-latest.json").read_text())
+    # Every middleware the app installs is priced, by its class name.
+    assert {"RequestContextMiddleware", "SecurityHeadersMiddleware"} <= set(
+        figures["each middleware"]
+    )
+    assert figures["all middleware"] > figures["bare Starlette route"] > 0
