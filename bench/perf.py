@@ -1041,7 +1041,8 @@ def benchmark(config: Config) -> int:
             f"--reuse-port --workers {config.workers}",
             "what": "bare Starlette + asyncpg pool (the sizes of the service's workers), the "
             "service's SQL per scenario in the same transactions, python-jose with the same "
-            "key and claims, argon2 on 4 threads; no validation, ORM or middleware",
+            "key and claims, argon2 on 4 threads; no validation, ORM or middleware. On its "
+            "second address (the bare floor) the lists send one statement each (sql.BARE)",
         },
         "floor_sql_same_as_service": floor_sql,
         "data": {

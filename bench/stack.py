@@ -49,8 +49,8 @@ def _scope(path: str) -> dict[str, Any]:
     }
 
 
-async def _microseconds(app: ASGI, path: str) -> float:
-    """CPU µs per request: the median of ROUNDS runs of REQUESTS requests."""
+async def _microseconds(app: ASGI, path: str, rounds: int = ROUNDS) -> float:
+    """CPU µs per request: the median of `rounds` runs of REQUESTS requests each."""
 
     async def receive() -> dict[str, Any]:
         return {"type": "http.request", "body": b"", "more_body": False}
@@ -62,13 +62,13 @@ async def _microseconds(app: ASGI, path: str) -> float:
     # As a worker runs after gunicorn.conf.py's post_fork: the app's objects frozen.
     gc.collect()
     gc.freeze()
-    rounds = []
-    for _ in range(ROUNDS):
+    figures = []
+    for _ in range(rounds):
         started = time.process_time()
         for _ in range(REQUESTS):
             await app(_scope(path), receive, send)
-        rounds.append((time.process_time() - started) / REQUESTS * 1e6)
-    return sorted(rounds)[ROUNDS // 2]
+        figures.append((time.process_time() - started) / REQUESTS * 1e6)
+    return sorted(figures)[rounds // 2]
 
 
 async def measure() -> dict[str, Any]:
@@ -90,21 +90,31 @@ async def measure() -> dict[str, Any]:
     )
     app = create_app(settings)
     figures: dict[str, Any] = {"requests": REQUESTS, "rounds": ROUNDS}
+
+    def stack(middleware: list[Any]) -> Any:
+        app.user_middleware = middleware
+        return app.build_middleware_stack()
+
+    async def with_stack(built: Any, rounds: int = ROUNDS) -> float:
+        app.middleware_stack = built
+        return await _microseconds(app, "/health/live", rounds)
+
     async with app.router.lifespan_context(app):
-        full = await _microseconds(app, "/health/live")
-        figures["all middleware"] = round(full, 1)
         present = list(app.user_middleware)
+        full = stack(present)
+        figures["all middleware"] = round(await with_stack(full), 1)
         costs = {}
         for middleware in present:
-            app.user_middleware = [m for m in present if m is not middleware]
-            app.middleware_stack = app.build_middleware_stack()
-            without = await _microseconds(app, "/health/live")
-            costs[getattr(middleware.cls, "__name__", repr(middleware.cls))] = round(
-                full - without, 1
-            )
-        app.user_middleware = []
-        app.middleware_stack = app.build_middleware_stack()
-        figures["no middleware"] = round(await _microseconds(app, "/health/live"), 1)
+            without = stack([m for m in present if m is not middleware])
+            # With and without in turn, so that both meet the same machine;
+            # the median of the differences.
+            differences = []
+            for _ in range(ROUNDS):
+                differences.append(await with_stack(full, 1) - await with_stack(without, 1))
+            differences.sort()
+            name = getattr(middleware.cls, "__name__", repr(middleware.cls))
+            costs[name] = round(differences[ROUNDS // 2], 1)
+        figures["no middleware"] = round(await with_stack(stack([])), 1)
         figures["each middleware"] = costs
 
     async def live(_: Any) -> JSONResponse:
