@@ -5,7 +5,9 @@ meanwhile and then wait for what arrived (a guard with a deadline, not a
 timing).
 """
 
+import contextlib
 import json
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -75,6 +77,7 @@ class SseStream(_Reader):
     def _run(self, url: str, headers: dict[str, str]) -> None:
         try:
             with self._client.stream("GET", url, headers=headers) as response:
+                self._response = response
                 self.status, self.headers = response.status_code, response.headers
                 if response.status_code != 200:
                     self.body = response.read()
@@ -108,9 +111,18 @@ class SseStream(_Reader):
             self.ended.set()
 
     _closing = False
+    _response: httpx.Response | None = None
 
     def close(self) -> None:
         self._closing = True
+        # Closing the client does not wake a thread blocked reading the
+        # stream; shutting its socket down does (else each close waited 5 s).
+        if self._response is not None:
+            stream = self._response.extensions.get("network_stream")
+            sock = stream.get_extra_info("socket") if stream is not None else None
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
         self._client.close()
         self._thread.join(5)
 
