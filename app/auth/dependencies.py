@@ -3,7 +3,7 @@ from typing import Annotated
 from fastapi import Depends
 from fastapi.security import OAuth2PasswordBearer
 
-from app.auth.service import STALE_ACCESS_TOKEN, AuthService
+from app.auth.service import STALE_ACCESS_TOKEN, AuthService, still_signed_in
 from app.core.context import user_id_var
 from app.core.database import Database, SessionDep, get_database
 from app.core.dependencies import PasswordHasherDep, SettingsDep, TokenCodecDep
@@ -65,7 +65,7 @@ async def get_signed_in_row(
     row = await database.read(
         lambda connection: UserReader(connection).signed_in(claims.user_id), replica_allowed=False
     )
-    if row is None or not row.is_active or row.token_version != claims.token_version:
+    if row is None or not still_signed_in(row, claims):
         raise InvalidAccessToken(STALE_ACCESS_TOKEN)
     user_id_var.set(row.id)
     return row

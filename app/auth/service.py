@@ -9,9 +9,16 @@ from app.auth.throttle import LoginThrottle, throttle_key
 from app.core.config import Settings
 from app.core.exceptions import InvalidGrant, NotAuthenticated, RefreshTokenReused
 from app.core.models import utc_now
-from app.core.security import PasswordHasher, TokenCodec
+from app.core.security import PasswordHasher, TokenClaims, TokenCodec
 from app.users.models import User
-from app.users.repository import UserRepository
+from app.users.repository import SignedInRow, UserRepository
+
+
+def still_signed_in(user: User | SignedInRow, claims: TokenClaims) -> bool:
+    """An access token holds while its user is active and has not changed its
+    password nor been signed out everywhere since (the token's version)."""
+    return bool(user.is_active) and user.token_version == claims.token_version
+
 
 STALE_ACCESS_TOKEN = "The access token is no longer valid."  # noqa: S105  (a message)
 
@@ -106,7 +113,7 @@ class AuthService:
     async def authenticate(self, access_token: str) -> User:
         claims = self._codec.decode(access_token, "access")
         user = await self._users.get(claims.user_id)
-        if user is None or not user.is_active or user.token_version != claims.token_version:
+        if user is None or not still_signed_in(user, claims):
             raise NotAuthenticated(STALE_ACCESS_TOKEN)
         return user
 

@@ -1,4 +1,4 @@
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 
@@ -19,8 +19,6 @@ from app.idempotency.service import IdempotencyService, Outcome, StoredResponse,
 from app.products.models import Product
 from app.products.schemas import ProductCreate, ProductPage, ProductPatch, ProductQuery, ProductRead
 from app.products.service import ProductReads, ProductService
-
-T = TypeVar("T")
 
 router = APIRouter(prefix="/products", tags=["products"], route_class=ApiRoute)
 
