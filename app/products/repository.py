@@ -10,6 +10,7 @@ from sqlalchemy import (
     ColumnElement,
     Integer,
     Row,
+    ScalarSelect,
     Select,
     String,
     Subquery,
@@ -237,10 +238,15 @@ class _ListStatements:
         )
         rows = select(*PRODUCT_COLUMNS).join(ids, Product.id == ids.c.id).subquery("page_rows")
         order = _order(rows.c[field], field, descending, rows.c.id)
+        self.matches: Select[Any] = select(literal_column("1")).select_from(Product).where(*filters)
+        self.count = select(func.count()).select_from(self.matches.subquery("matches"))
+        capped = self.matches.limit(bindparam("cap", type_=Integer)).subquery("matches")
+        self.capped_count = select(func.count()).select_from(capped)
+        self._compiled: dict[str, SQLCompiler] = {}
         # The whole list on PostgreSQL: its total in the same statement.
         self.totals = not filters and shape.postgresql
         if self.totals:
-            totals = _total_columns(shape, ids)
+            totals = _total_columns(shape, ids, self.capped_count.scalar_subquery())
             self.page = (
                 select(totals.c.counted, totals.c.estimated, rows)
                 .select_from(totals.outerjoin(rows, true()))
@@ -248,11 +254,6 @@ class _ListStatements:
             )
         else:
             self.page = select(rows).order_by(*order)
-        self.matches: Select[Any] = select(literal_column("1")).select_from(Product).where(*filters)
-        self.count = select(func.count()).select_from(self.matches.subquery("matches"))
-        capped = self.matches.limit(bindparam("cap", type_=Integer)).subquery("matches")
-        self.capped_count = select(func.count()).select_from(capped)
-        self._compiled: dict[str, SQLCompiler] = {}
 
     def matches_compiled(self, dialect: Dialect) -> SQLCompiler:
         """The matches' SELECT compiled for `dialect`, for the EXPLAIN of the estimate."""
@@ -268,11 +269,11 @@ def _list_statements(shape: _Shape) -> _ListStatements:
     return _ListStatements(shape)
 
 
-def _total_columns(shape: _Shape, ids: CTE) -> Subquery:
+def _total_columns(shape: _Shape, ids: CTE, count: ScalarSelect[Any]) -> Subquery:
     """The total's parts, in the page's own statement: one row, whatever the page holds.
 
     `estimated` is the table's estimate when the page does not tell the total
-    by itself; `counted` is the capped count, only made when that estimate is
+    by itself; `counted` is `count` (the capped count), only made when that estimate is
     at most the limit (or unknown). PostgreSQL evaluates a subquery in a CASE
     branch only when the branch is taken, so a page that knows its total, or
     a table estimated above the limit, counts nothing.
@@ -286,10 +287,6 @@ def _total_columns(shape: _Shape, ids: CTE) -> Subquery:
         if shape.offset:
             known = and_(known, shown > literal_column("0"))
     estimate = _TABLE_ESTIMATE.scalar_subquery()
-    capped: Select[Any] = (
-        select(literal_column("1")).select_from(Product).limit(bindparam("cap", type_=Integer))
-    )
-    count = select(func.count()).select_from(capped.subquery("matches")).scalar_subquery()
     return select(
         case((known, None), else_=estimate).label("estimated"),
         case(
