@@ -37,9 +37,10 @@ run: install ## Migrate, then serve with Gunicorn on 127.0.0.1:$(PORT)
 test: install ## The whole suite: SQLite, and PostgreSQL too when TEST_DATABASE_URL is set
 	$(BIN)/pytest -n auto --dist worksteal $(PYTEST_ARGS)
 
-# A mixed load against the production command on PostgreSQL, then checks (no
-# 5xx, no lost update, worker memory steady). SOAK_SECONDS (default 600),
-# SOAK_CONCURRENCY, SOAK_WORKERS, SOAK_DATABASE_URL: see bench/soak.py.
+# Locust drives a mixed load (bench/soak_locustfile.py) against the production
+# command on PostgreSQL, then checks (no 5xx, no lost update, worker memory
+# steady). SOAK_SECONDS (default 600), SOAK_CONCURRENCY, SOAK_WORKERS,
+# SOAK_DATABASE_URL: see bench/soak.py.
 soak: install ## Soak test; figures in bench/results/soak-latest.json
 	$(BIN)/python -m bench.soak
 

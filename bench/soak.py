@@ -7,9 +7,12 @@
 2. starts the production command (Gunicorn with Uvicorn workers, production
    settings and password hashing) on a free port, logging JSON to
    `bench/results/soak-<time>.log`;
-3. runs a fixed number of virtual users, each with its own account and
-   tokens, through a mix of reads, creates, updates, logins, refreshes and
-   bad requests, timing every request;
+3. runs Locust, headless, on bench/soak_locustfile.py: a fixed number of
+   users, each with its own account and tokens, through a mix of reads,
+   creates, updates, logins, refreshes and bad requests. Locust times every
+   request (its CSV files, `bench/results/soak-<time>-locust_*.csv`, hold the
+   latencies per kind of request); the locustfile counts the statuses,
+   transport errors and the changes made to the shared products;
 4. samples each worker's RSS after the warm-up and at the end;
 5. checks: no 5xx, no transport error, every status one the request could
    get, no lost update (each shared product's version is 1 + the changes the
@@ -19,7 +22,7 @@
    check failed (2 if the soak could not run at all).
 
 Settings, from the environment:
-  SOAK_SECONDS         how long the load runs (default 600)
+  SOAK_SECONDS         how long the load runs, in whole seconds (default 600)
   SOAK_CONCURRENCY     virtual users (default 16)
   SOAK_WORKERS         Gunicorn workers (default 2)
   SOAK_WARMUP_SECONDS  excluded from the memory check (default 20% of the run, at most 30)
@@ -31,18 +34,21 @@ Settings, from the environment:
 from __future__ import annotations
 
 import asyncio
+import csv
 import json
 import math
 import os
-import random
 import re
 import secrets
+import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +61,7 @@ if str(ROOT) not in sys.path:  # `python bench/soak.py` puts bench/ there, not t
 from bench import production  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
+LOCUSTFILE = ROOT / "bench" / "soak_locustfile.py"
 API = "/api/v1"
 
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/storefront_soak"
@@ -63,28 +70,14 @@ POOL_SIZE = 10  # shared products every virtual user updates: contention on purp
 SEED_PRODUCTS_PER_USER = 20
 THROWAWAY_ACCOUNTS = 4  # targets of wrong passwords; throttled (429) after a few
 REQUEST_TIMEOUT = 30.0
-RENEW_MARGIN = 60.0  # refresh an access token this many seconds before it expires
-# About one request in this many asks for `Connection: close`: clients come and
-# go, and new connections spread the load over the workers (a connection kept
-# for the whole run stays with the worker that accepted it, often all on one).
-RECONNECT_EVERY = 50
+# When the time is up, Locust lets each user finish the iteration it is in (up
+# to three requests) for at most this long, so no write is cut off unanswered.
+STOP_TIMEOUT = 4 * REQUEST_TIMEOUT
 MEMORY_TRACE_EVERY = 10.0
-# What gunicorn.conf.py reads from the environment: left out, so that its own
-# defaults and the command line decide.
-_GUNICORN_VARIABLES = (
-    *("BIND", "PORT", "WEB_CONCURRENCY", "GRACEFUL_TIMEOUT", "FORWARDED_ALLOW_IPS"),
-    "KEEPALIVE_SECONDS",
-    "PROMETHEUS_MULTIPROC_DIR",
-)
 
+# What the seeded products are called; the users' names and searches use them too.
 WORDS = ("espresso", "lamp", "kettle", "notebook", "chair", "candle", "teapot", "scarf")
 COLOURS = ("red", "white", "oak", "steel", "blue", "green")
-SORTS = ("id", "-id", "name", "-name", "price", "-price", "created_at", "-created_at")
-# The kinds of request, in the report's order.
-KINDS = (
-    *("list", "get", "get_if_none_match", "me", "create", "patch_pool", "if_match_write"),
-    *("delete", "login", "refresh", "invalid_body", "unknown_id", "no_token", "wrong_password"),
-)
 
 
 class SoakError(Exception):
@@ -221,22 +214,22 @@ def cpu_seconds(pid: int) -> float | None:
 
 @dataclass
 class Usage:
-    """The workers' memory and CPU, this process's CPU and the machine's load at one moment."""
+    """The workers' memory and CPU, Locust's CPU and the machine's load at one moment."""
 
     at_s: float
     rss_kib: dict[int, int | None]
     cpu_s: dict[int, float | None]
-    load_generator_cpu_s: float
+    load_generator_cpu_s: float | None  # Locust's process; None once it has exited
     load_average: float
 
     @classmethod
-    def of(cls, server: Server, at_s: float) -> Usage:
+    def of(cls, server: Server, load_generator: int, at_s: float) -> Usage:
         pids = server.worker_pids()
         return cls(
             at_s=round(at_s, 1),
             rss_kib={pid: rss_kib(pid) for pid in pids},
             cpu_s={pid: cpu_seconds(pid) for pid in pids},
-            load_generator_cpu_s=round(time.process_time(), 2),
+            load_generator_cpu_s=cpu_seconds(load_generator),
             load_average=round(os.getloadavg()[0], 2),
         )
 
@@ -252,46 +245,7 @@ def log_records(path: Path) -> list[dict[str, Any]]:
     return records
 
 
-# --- Measurements -------------------------------------------------------------
-
-
-@dataclass
-class KindStats:
-    latencies: list[float] = field(default_factory=list)
-    statuses: Counter[int] = field(default_factory=Counter)
-    unexpected: Counter[int] = field(default_factory=Counter)
-    transport_errors: Counter[str] = field(default_factory=Counter)
-
-
-@dataclass
-class Stats:
-    kinds: dict[str, KindStats] = field(default_factory=dict)
-    # A few of the requests worth looking up in the server log by request id.
-    examples: list[str] = field(default_factory=list)
-
-    def _kind(self, kind: str) -> KindStats:
-        if kind not in KINDS:
-            raise ValueError(f"unknown kind of request {kind!r}")
-        return self.kinds.setdefault(kind, KindStats())
-
-    def record(
-        self, kind: str, request: str, status: int, seconds: float, expected: Iterable[int]
-    ) -> None:
-        stats = self._kind(kind)
-        stats.latencies.append(seconds)
-        stats.statuses[status] += 1
-        if status not in expected:
-            stats.unexpected[status] += 1
-            self._example(f"{status} {request}")
-
-    def transport_error(self, kind: str, request: str, error: Exception) -> None:
-        name = type(error).__name__
-        self._kind(kind).transport_errors[name] += 1
-        self._example(f"{name} {request}: {error}")
-
-    def _example(self, line: str) -> None:
-        if len(self.examples) < 20:
-            self.examples.append(line)
+# --- Seeding ------------------------------------------------------------------
 
 
 @dataclass
@@ -299,18 +253,12 @@ class Account:
     username: str
     password: str
     id: int = 0
-    access_token: str = ""
-    refresh_token: str = ""
-    renew_at: float = 0.0  # time.monotonic() after which the access token is refreshed
-
-    def take(self, pair: dict[str, Any]) -> None:
-        self.access_token = pair["access_token"]
-        self.refresh_token = pair["refresh_token"]
-        self.renew_at = time.monotonic() + max(1.0, float(pair["expires_in"]) - RENEW_MARGIN)
+    tokens: dict[str, Any] = field(default_factory=dict)  # the last token pair
+    tokens_at: float = 0.0  # time.time() when it came
 
     @property
     def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.access_token}"}
+        return {"Authorization": f"Bearer {self.tokens['access_token']}"}
 
 
 @dataclass
@@ -331,277 +279,6 @@ class PoolProduct:
         return 0 <= self.final_version - self.base_version - self.changes <= self.uncertain
 
 
-# --- Virtual users ------------------------------------------------------------
-
-
-class VirtualUser:
-    """One client with its own account, tokens and connection, doing one request at a time."""
-
-    def __init__(
-        self,
-        number: int,
-        client: httpx.AsyncClient,
-        account: Account,
-        pool: list[PoolProduct],
-        throwaways: list[str],
-        stats: Stats,
-        rng: random.Random,
-    ) -> None:
-        self.number = number
-        self.client = client
-        self.account = account
-        self.pool = pool
-        self.throwaways = throwaways
-        self.stats = stats
-        self.rng = rng
-        self.own: list[int] = []  # products this user created and has not deleted
-        self.etags: dict[int, str] = {}
-        self.sent = 0
-
-    # The mix: (what, weight). Weights are percentages of iterations; the
-    # conditional write also reads the product first.
-    def mix(self) -> list[tuple[Callable[[], Awaitable[None]], int]]:
-        return [
-            (self.list_products, 24),
-            (self.get_product, 14),
-            (self.get_if_none_match, 10),
-            (self.read_me, 12),
-            (self.create_product, 15),
-            (self.patch_pool, 9),
-            (self.write_if_match, 4),
-            (self.delete_own, 2),
-            (self.login, 3),
-            (self.refresh, 3),
-            (self.invalid_body, 1),
-            (self.unknown_id, 1),
-            (self.no_token, 1),
-            (self.wrong_password, 1),
-        ]
-
-    async def run(self, deadline: float) -> None:
-        actions, weights = zip(*self.mix(), strict=True)
-        while time.monotonic() < deadline:
-            await self.rng.choices(actions, weights)[0]()
-
-    async def call(
-        self,
-        kind: str,
-        expected: tuple[int, ...],
-        method: str,
-        path: str,
-        **options: Any,
-    ) -> httpx.Response | None:
-        """One timed request; None when no answer came (a transport error, recorded)."""
-        self.sent += 1
-        request_id = f"soak-{self.number}-{self.sent}"
-        headers = {"X-Request-ID": request_id, **options.pop("headers", {})}
-        if self.rng.randrange(RECONNECT_EVERY) == 0:
-            headers["Connection"] = "close"
-        described = f"{method} {path} [{request_id}]"
-        started = time.perf_counter()
-        try:
-            response = await self.client.request(method, path, headers=headers, **options)
-        except httpx.TransportError as error:
-            self.stats.transport_error(kind, described, error)
-            await asyncio.sleep(0.1)  # no busy loop against a dead server
-            return None
-        self.stats.record(
-            kind, described, response.status_code, time.perf_counter() - started, expected
-        )
-        return response
-
-    async def auth(self) -> dict[str, str]:
-        """The access token's header, refreshing the token when it is about to expire."""
-        if time.monotonic() >= self.account.renew_at:
-            await self.refresh()
-        return self.account.headers
-
-    # Reads
-
-    async def list_products(self) -> None:
-        params: dict[str, str | int] = {
-            "sort": self.rng.choice(SORTS),
-            "limit": self.rng.choice((5, 10, 20, 50, 100)),
-            "offset": self.rng.choice((0, 0, 0, 10, 50, 500)),
-        }
-        if self.rng.random() < 0.3:
-            params["q"] = self.rng.choice((*WORDS, *COLOURS, "pool", "zz%_"))
-        if self.rng.random() < 0.3:
-            low = self.rng.randrange(0, 500)
-            params.update(min_price=low, max_price=low + self.rng.randrange(0, 500))
-        if self.rng.random() < 0.2:
-            params["owner_id"] = self.account.id
-        await self.call("list", (200,), "GET", f"{API}/products", params=params)
-
-    async def get_product(self) -> None:
-        await self._get(self._some_product())
-
-    async def _get(self, product_id: int) -> httpx.Response | None:
-        response = await self.call("get", (200,), "GET", f"{API}/products/{product_id}")
-        if response is not None and response.status_code == 200:
-            self.etags[product_id] = response.headers["ETag"]
-        return response
-
-    async def get_if_none_match(self) -> None:
-        product_id = self._some_product()
-        etag = self.etags.get(product_id)
-        if etag is None:
-            await self._get(product_id)
-            return
-        response = await self.call(
-            "get_if_none_match",
-            (200, 304),
-            "GET",
-            f"{API}/products/{product_id}",
-            headers={"If-None-Match": etag},
-        )
-        if response is not None and response.status_code == 200:
-            self.etags[product_id] = response.headers["ETag"]
-
-    async def read_me(self) -> None:
-        await self.call("me", (200,), "GET", f"{API}/users/me", headers=await self.auth())
-
-    def _some_product(self) -> int:
-        if self.own and self.rng.random() < 0.5:
-            return self.rng.choice(self.own)
-        return self.rng.choice(self.pool).id
-
-    # Writes
-
-    def _product_body(self) -> dict[str, Any]:
-        word, colour = self.rng.choice(WORDS), self.rng.choice(COLOURS)
-        body: dict[str, Any] = {
-            "name": f"{colour} {word}",
-            "price": f"{self.rng.randrange(1, 100_000) / 100:.2f}",
-        }
-        if self.rng.random() < 0.5:
-            body["description"] = f"A {word} in {colour}, made by soak user {self.number}."
-        if self.rng.random() < 0.3:
-            body["tax"] = self.rng.randrange(0, 2_000) / 100
-        if self.rng.random() < 0.5:
-            body["sku"] = f"SOAK-{self.number}-{self.sent}-{self.rng.randrange(10**6)}"
-        return body
-
-    async def create_product(self) -> None:
-        response = await self.call(
-            "create",
-            (201,),
-            "POST",
-            f"{API}/products",
-            json=self._product_body(),
-            headers=await self.auth(),
-        )
-        if response is not None and response.status_code == 201:
-            product = response.json()
-            self.own.append(product["id"])
-            self.etags[product["id"]] = response.headers["ETag"]
-
-    async def patch_pool(self) -> None:
-        """PATCH without If-Match: every one must apply, none may be lost."""
-        product = self.rng.choice(self.pool)
-        change: dict[str, Any] = {"description": self._note()}
-        if self.rng.random() < 0.5:
-            change["price"] = self.rng.randrange(1, 100_000) / 100
-        if self.rng.random() < 0.2:
-            change["tax"] = None
-        await self._change(product, "patch_pool", (200,), "PATCH", change, {})
-
-    def _note(self) -> str:
-        """A description no other change writes: every change really changes the product."""
-        return f"changed by soak user {self.number}, request {self.sent + 1}"
-
-    async def write_if_match(self) -> None:
-        """Reads a shared product, then PUTs or PATCHes it with If-Match: 200, or 412 if beaten."""
-        product = self.rng.choice(self.pool)
-        read = await self._get(product.id)
-        if read is None or read.status_code != 200:
-            return
-        method = self.rng.choice(("PUT", "PATCH"))
-        if method == "PUT":
-            body = {**self._product_body(), "sku": product.sku, "description": self._note()}
-        else:
-            body = {"price": self.rng.randrange(1, 100_000) / 100, "description": self._note()}
-        headers = {"If-Match": read.headers["ETag"]}
-        await self._change(product, "if_match_write", (200, 412), method, body, headers)
-
-    async def _change(
-        self,
-        product: PoolProduct,
-        kind: str,
-        expected: tuple[int, ...],
-        method: str,
-        body: dict[str, Any],
-        headers: dict[str, str],
-    ) -> None:
-        response = await self.call(
-            kind,
-            expected,
-            method,
-            f"{API}/products/{product.id}",
-            json=body,
-            headers={**headers, **await self.auth()},
-        )
-        if response is None:
-            product.uncertain += 1
-        elif response.status_code == 200:
-            product.changes += 1
-            self.etags[product.id] = response.headers["ETag"]
-
-    async def delete_own(self) -> None:
-        if len(self.own) <= SEED_PRODUCTS_PER_USER // 2:
-            await self.create_product()
-            return
-        product_id = self.own.pop(self.rng.randrange(len(self.own)))
-        headers = await self.auth()
-        if product_id in self.etags and self.rng.random() < 0.5:
-            headers["If-Match"] = self.etags[product_id]
-        # Nobody else changes a user's own products, so the ETag it saw is current.
-        await self.call("delete", (204,), "DELETE", f"{API}/products/{product_id}", headers=headers)
-        self.etags.pop(product_id, None)
-
-    # Tokens
-
-    async def login(self) -> None:
-        form = {"username": self.account.username, "password": self.account.password}
-        response = await self.call("login", (200,), "POST", f"{API}/auth/token", data=form)
-        if response is not None and response.status_code == 200:
-            self.account.take(response.json())
-
-    async def refresh(self) -> None:
-        """Rotates the pair; the next request uses the new access token."""
-        body = {"refresh_token": self.account.refresh_token}
-        response = await self.call("refresh", (200,), "POST", f"{API}/auth/refresh", json=body)
-        if response is not None and response.status_code == 200:
-            self.account.take(response.json())
-        elif response is not None:  # unexpected, recorded; carry on with a fresh login
-            await self.login()
-
-    # Bad requests
-
-    async def invalid_body(self) -> None:
-        body = self.rng.choice(({"name": "", "price": "12.345"}, {"price": -1}, {"owner_id": 1}))
-        await self.call(
-            "invalid_body", (422,), "POST", f"{API}/products", json=body, headers=await self.auth()
-        )
-
-    async def unknown_id(self) -> None:
-        await self.call("unknown_id", (404,), "GET", f"{API}/products/{10**12 + self.sent}")
-
-    async def no_token(self) -> None:
-        path, body = self.rng.choice(
-            ((f"{API}/products", self._product_body()), (f"{API}/users/me", None))
-        )
-        method = "POST" if body is not None else "GET"
-        await self.call("no_token", (401,), method, path, json=body)
-
-    async def wrong_password(self) -> None:
-        form = {"username": self.rng.choice(self.throwaways), "password": "not-the-password"}
-        await self.call("wrong_password", (400, 429), "POST", f"{API}/auth/token", data=form)
-
-
-# --- Seeding ------------------------------------------------------------------
-
-
 def _expect(response: httpx.Response, status: int, what: str) -> dict[str, Any]:
     if response.status_code != status:
         raise SoakError(f"seeding: {what} got {response.status_code}: {response.text[:200]}")
@@ -611,7 +288,8 @@ def _expect(response: httpx.Response, status: int, what: str) -> dict[str, Any]:
 
 async def _login(client: httpx.AsyncClient, account: Account) -> None:
     form = {"username": account.username, "password": account.password}
-    account.take(_expect(await client.post(f"{API}/auth/token", data=form), 200, "login"))
+    account.tokens = _expect(await client.post(f"{API}/auth/token", data=form), 200, "login")
+    account.tokens_at = time.time()
 
 
 async def _register(client: httpx.AsyncClient, account: Account) -> None:
@@ -663,57 +341,99 @@ async def seed(
 # --- The run ------------------------------------------------------------------
 
 
-async def drive(
+def drive(
     config: SoakConfig,
     server: Server,
     users: list[Account],
     pool: list[PoolProduct],
     throwaways: list[str],
-) -> tuple[Stats, float, list[Usage]]:
-    """Runs the virtual users until the time is up; samples the workers' usage meanwhile.
+    csv_prefix: Path,
+    log_path: Path,
+) -> tuple[dict[str, Any], list[dict[str, str]], list[Usage]]:
+    """Runs Locust, headless, for the soak's time; samples the workers' usage meanwhile.
 
-    Returns the measurements, the load's duration and the samples: at the
-    start, after the warm-up, every few seconds, and at the end.
+    Returns what the locustfile counted, the rows of Locust's `_stats.csv` and
+    the samples: at the start, after the warm-up, every few seconds, and at
+    the end. Their times count from Locust's start, a second or so before
+    its users send their first requests.
     """
-    stats = Stats()
-    started = time.monotonic()
-    deadline = started + config.seconds
-    samples = [Usage.of(server, 0)]
+    with tempfile.TemporaryDirectory(prefix="soak-") as scratch:
+        handoff, output = Path(scratch) / "soak.json", Path(scratch) / "counts.json"
+        handoff.write_text(
+            json.dumps(
+                {
+                    "accounts": [
+                        {"username": a.username, "password": a.password, "id": a.id}
+                        | {"tokens": a.tokens, "tokens_at": a.tokens_at}
+                        for a in users
+                    ],
+                    "pool": [{"id": p.id, "sku": p.sku} for p in pool],
+                    "throwaways": throwaways,
+                    "seed": config.seed,
+                    "words": WORDS,
+                    "colours": COLOURS,
+                    "output": str(output),
+                }
+            )
+        )
+        users_count = str(len(users))
+        command = [
+            *(sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless"),
+            *("--host", server.base_url, "--users", users_count, "--spawn-rate", users_count),
+            *(
+                "--run-time",
+                f"{math.ceil(config.seconds)}s",
+                "--stop-timeout",
+                f"{STOP_TIMEOUT:.0f}",
+            ),
+            *("--csv", str(csv_prefix), "--only-summary", "--exit-code-on-error", "0"),
+        ]
+        environment = {**os.environ, "SOAK_LOCUST_CONFIG": str(handoff)}
+        with log_path.open("w") as log:
+            started = time.monotonic()
+            locust = subprocess.Popen(  # noqa: S603
+                command, cwd=ROOT, env=environment, stdin=subprocess.DEVNULL, stdout=log, stderr=log
+            )
+            try:
+                samples = _watch(config, server, locust, started)
+            finally:
+                if locust.poll() is None:
+                    locust.kill()
+                    locust.wait()
+        where = log_path.relative_to(ROOT)
+        if not output.exists():
+            raise SoakError(
+                f"Locust exited with {locust.returncode} before its counts; see {where}"
+            )
+        counts: dict[str, Any] = json.loads(output.read_text())
+    if counts["errors"]:
+        raise SoakError(f"the locustfile failed; see {where}:\n{counts['errors'][0]}")
+    if locust.returncode != 0:
+        raise SoakError(f"Locust exited with {locust.returncode}; see {where}")
+    with Path(f"{csv_prefix}_stats.csv").open(newline="") as stats:
+        rows = list(csv.DictReader(stats))
+    return counts, rows, samples
 
-    def sample() -> None:
-        samples.append(Usage.of(server, time.monotonic() - started))
 
-    async def watch() -> None:
-        """Samples after the warm-up and every few seconds."""
-        await asyncio.sleep(config.warmup_seconds)
-        next_sample = time.monotonic()
-        while time.monotonic() < deadline and server.running():
-            if time.monotonic() >= next_sample:
-                sample()
-                next_sample += MEMORY_TRACE_EVERY
-            await asyncio.sleep(0.5)
+def _watch(
+    config: SoakConfig, server: Server, locust: subprocess.Popen[bytes], started: float
+) -> list[Usage]:
+    """Samples at the start, after the warm-up and every few seconds until Locust exits."""
 
-    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
-    clients = [
-        httpx.AsyncClient(base_url=server.base_url, timeout=REQUEST_TIMEOUT, limits=limits)
-        for _ in users
-    ]
-    try:
-        async with asyncio.TaskGroup() as group:
-            group.create_task(watch())
-            for number, (client, account) in enumerate(zip(clients, users, strict=True)):
-                # A reproducible mix, not secrets.
-                rng = random.Random(config.seed * 1000 + number)  # noqa: S311
-                user = VirtualUser(number, client, account, pool, throwaways, stats, rng)
-                group.create_task(user.run(deadline))
-    finally:
-        for client in clients:
-            await client.aclose()
-    if not server.running():
-        raise SoakError(f"the server exited during the run; see {server.log_path}")
-    duration = time.monotonic() - started
-    sample()
-    return stats, duration, samples
+    def sample() -> Usage:
+        return Usage.of(server, locust.pid, time.monotonic() - started)
+
+    samples = [sample()]
+    next_sample = started + config.warmup_seconds
+    while locust.poll() is None:
+        if not server.running():
+            raise SoakError(f"the server exited during the run; see {server.log_path}")
+        if time.monotonic() >= next_sample:
+            samples.append(sample())
+            next_sample += MEMORY_TRACE_EVERY
+        time.sleep(0.5)
+    samples.append(sample())
+    return samples
 
 
 async def read_versions(base_url: str, pool: list[PoolProduct]) -> None:
@@ -736,6 +456,7 @@ class Latency:
 
     @classmethod
     def of(cls, seconds: list[float]) -> Latency:
+        """Nearest-rank percentiles of a list of durations (the server's, from its log)."""
         ordered = sorted(seconds)
 
         def rank(p: float) -> float:
@@ -744,6 +465,18 @@ class Latency:
             return round(ordered[max(0, math.ceil(p * len(ordered)) - 1)] * 1000, 1)
 
         return cls(len(ordered), rank(0.50), rank(0.99), rank(1.0))
+
+    @classmethod
+    def of_locust(cls, row: dict[str, str]) -> Latency:
+        """One row of Locust's `_stats.csv`: its percentiles, in whole milliseconds."""
+        count = int(row["Request Count"])
+
+        def percentile(column: str) -> float:
+            return float(row[column]) if count else 0.0
+
+        return cls(
+            count, percentile("50%"), percentile("99%"), round(float(row["Max Response Time"]), 1)
+        )
 
 
 @dataclass
@@ -774,7 +507,7 @@ class Report:
     started_at: str
     config: dict[str, Any]
     # Other work on the machine slows the figures down: its load average, and
-    # the CPU time this process used to generate the load.
+    # the CPU time Locust used to generate the load.
     machine: dict[str, Any]
     duration_s: float
     requests: int
@@ -806,21 +539,32 @@ class Report:
 def build_report(
     config: SoakConfig,
     started_at: datetime,
-    stats: Stats,
-    duration: float,
+    counts: dict[str, Any],
+    rows: list[dict[str, str]],
     samples: list[Usage],
     pool: list[PoolProduct],
     log_path: Path,
 ) -> Report:
+    """The report: latencies from Locust's CSV, the rest from the locustfile's counts."""
     statuses: Counter[int] = Counter()
     transport: Counter[str] = Counter()
-    everything: list[float] = []
-    for kind in stats.kinds.values():
-        statuses.update(kind.statuses)
-        transport.update(kind.transport_errors)
-        everything.extend(kind.latencies)
-    requests = sum(statuses.values()) + sum(transport.values())
-    ran = [name for name in KINDS if name in stats.kinds]
+    for by_status in counts["statuses"].values():
+        statuses.update({int(status): n for status, n in by_status.items()})
+    for by_error in counts["transport_errors"].values():
+        transport.update(by_error)
+    unexpected: dict[str, dict[str, int]] = counts["unexpected"]
+    by_name = {row["Name"]: row for row in rows}
+    total = by_name.get("Aggregated")
+    requests = int(total["Request Count"]) if total else 0
+    failures = int(total["Failure Count"]) if total else 0
+    counted = sum(statuses.values()) + sum(transport.values())
+    failed = sum(transport.values()) + sum(sum(s.values()) for s in unexpected.values())
+    if total is None or (requests, failures) != (counted, failed):
+        raise SoakError(
+            f"Locust's CSV ({requests} requests, {failures} failures) and the locustfile's "
+            f"counts ({counted} requests, {failed} failures) disagree"
+        )
+    duration = counts["stopped_at"] - counts["started_at"]
     records = log_records(log_path)
     served = [
         record
@@ -860,30 +604,31 @@ def build_report(
             "cpus": os.cpu_count(),
             "load_average_start": start.load_average,
             "load_average_end": end.load_average,
-            "load_generator_cpu_s": round(end.load_generator_cpu_s - start.load_generator_cpu_s, 1),
+            "load_generator": f"Locust {version('locust')}",
+            "load_generator_cpu_s": round(counts["cpu_s"], 1),
         },
         duration_s=round(duration, 1),
         requests=requests,
-        requests_per_s=round(requests / duration, 1) if duration else 0.0,
+        requests_per_s=round(requests / duration, 1) if duration > 0 else 0.0,
         statuses={str(status): count for status, count in sorted(statuses.items())},
         transport_errors=dict(transport),
-        unexpected={
-            name: {str(s): c for s, c in sorted(kind.unexpected.items())}
-            for name, kind in stats.kinds.items()
-            if kind.unexpected
-        },
+        unexpected=unexpected,
         latency={
-            "overall": Latency.of(everything),
+            "overall": Latency.of_locust(total),
             # As the workers measured it (their access log), without the client's side.
             "overall, server": Latency.of([float(r["duration_ms"]) / 1000 for r in served]),
-            **{name: Latency.of(stats.kinds[name].latencies) for name in ran},
+            **{
+                kind: Latency.of_locust(by_name[kind])
+                for kind in counts["kinds"]
+                if kind in by_name
+            },
         },
         workers=workers,
         usage_trace=samples,
         pool=pool,
         server_log_errors=len(errors),
         server_log_error_examples=errors[:20],
-        examples=stats.examples,
+        examples=counts["examples"],
     )
 
 
@@ -939,7 +684,8 @@ def render(report: Report) -> str:
         f"{config['concurrency']} virtual users, {config['database_url']}",
         f"machine  {report.machine['cpus']} CPUs, load average "
         f"{report.machine['load_average_start']:.1f} at start, "
-        f"{report.machine['load_average_end']:.1f} at end; the load generator used "
+        f"{report.machine['load_average_end']:.1f} at end; the load generator "
+        f"({report.machine['load_generator']}) used "
         f"{report.machine['load_generator_cpu_s']:.0f} s of CPU",
         f"requests  {report.requests}  ({report.requests_per_s:.1f} req/s), "
         f"transport errors {sum(report.transport_errors.values())}",
@@ -999,6 +745,8 @@ def soak(config: SoakConfig) -> Report:
     stamp = started_at.strftime("%Y%m%dT%H%M%SZ")
     RESULTS.mkdir(parents=True, exist_ok=True)
     log_path = RESULTS / f"soak-{stamp}.log"
+    locust_log = RESULTS / f"soak-{stamp}-locust.log"
+    csv_prefix = RESULTS / f"soak-{stamp}-locust"  # Locust adds _stats.csv, _failures.csv, ...
 
     def account(name: str) -> Account:
         return Account(f"soak-{name}", secrets.token_urlsafe(12))
@@ -1025,21 +773,25 @@ def soak(config: SoakConfig) -> Report:
         server.wait_until_ready(workers=config.workers)
         pool = asyncio.run(seed(server.base_url, admin, users, throwaways))
         print(
-            f"soak: {config.concurrency} virtual users for {config.seconds:g} s "
-            f"(warm-up {config.warmup_seconds:g} s)",
+            f"soak: Locust, {config.concurrency} users for {math.ceil(config.seconds)} s "
+            f"(warm-up {config.warmup_seconds:g} s), log in {locust_log.relative_to(ROOT)}",
             flush=True,
         )
         names = [t.username for t in throwaways]
-        stats, duration, samples = asyncio.run(drive(config, server, users, pool, names))
+        counts, rows, samples = drive(config, server, users, pool, names, csv_prefix, locust_log)
+        for product in pool:
+            product.changes = counts["pool"][str(product.id)]["changes"]
+            product.uncertain = counts["pool"][str(product.id)]["uncertain"]
         asyncio.run(read_versions(server.base_url, pool))
     finally:
         exit_status = server.stop()
-    report = build_report(config, started_at, stats, duration, samples, pool, log_path)
+    report = build_report(config, started_at, counts, rows, samples, pool, log_path)
     add_checks(report, exit_status)
     path = write_results(report, stamp)
     print()
     print(render(report))
-    print(f"\nwritten to {path.relative_to(ROOT)} and soak-latest.json")
+    print(f"\nwritten to {path.relative_to(ROOT)} and soak-latest.json; Locust's CSV in")
+    print(f"{csv_prefix.relative_to(ROOT)}_*.csv")
     return report
 
 
