@@ -110,13 +110,6 @@ class AuthService:
         if family is not None and family.revoked_at is None:
             family.revoked_at = utc_now()
 
-    async def authenticate(self, access_token: str) -> User:
-        claims = self._codec.decode(access_token, "access")
-        user = await self._users.get(claims.user_id)
-        if user is None or not still_signed_in(user, claims):
-            raise NotAuthenticated(STALE_ACCESS_TOKEN)
-        return user
-
     def _issue_pair(self, user: User, family: RefreshFamily | None) -> TokenPair:
         if family is None:
             family = RefreshFamily(id=uuid.uuid4().hex, user_id=user.id)

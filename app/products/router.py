@@ -2,7 +2,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 
-from app.auth.dependencies import CurrentUser
+from app.auth.dependencies import CurrentActor
 from app.core.database import Database, SessionDep, get_database
 from app.core.dependencies import SettingsDep
 from app.core.http import (
@@ -260,7 +260,7 @@ async def get_product(
 )
 async def create_product(
     data: ProductCreate,
-    user: CurrentUser,
+    user: CurrentActor,
     products: ProductServiceDep,
     idempotency: IdempotencyServiceDep,
     request: Request,
@@ -300,7 +300,7 @@ async def create_product(
 async def replace_product(
     product_id: IdPath,
     data: ProductCreate,
-    user: CurrentUser,
+    user: CurrentActor,
     products: ProductServiceDep,
     response: Response,
     if_match_header: IfMatch = None,
@@ -322,7 +322,7 @@ async def replace_product(
 async def patch_product(
     product_id: IdPath,
     data: ProductPatch,
-    user: CurrentUser,
+    user: CurrentActor,
     products: ProductServiceDep,
     response: Response,
     if_match_header: IfMatch = None,
@@ -340,7 +340,7 @@ async def patch_product(
 )
 async def delete_product(
     product_id: IdPath,
-    user: CurrentUser,
+    user: CurrentActor,
     products: ProductServiceDep,
     if_match_header: IfMatch = None,
 ) -> None:

@@ -8,7 +8,7 @@ from app.events.repository import EventLog
 from app.products.models import Product
 from app.products.repository import ProductReader, ProductRepository, ProductRow, ProductSlice
 from app.products.schemas import ProductCreate, ProductPatch, ProductQuery
-from app.users.models import User
+from app.users.models import Actor
 
 
 class ProductReads:
@@ -46,7 +46,7 @@ class ProductService:
         # the change's own transaction, so a rollback takes it back too.
         self._events = EventLog(session)
 
-    async def create(self, owner: User, data: ProductCreate) -> Product:
+    async def create(self, owner: Actor, data: ProductCreate) -> Product:
         product = Product(**data.model_dump(), owner_id=owner.id)
         try:
             await self._products.add(product)
@@ -56,13 +56,13 @@ class ProductService:
         return product
 
     async def replace(
-        self, actor: User, product_id: int, data: ProductCreate, expected: VersionMatch | None
+        self, actor: Actor, product_id: int, data: ProductCreate, expected: VersionMatch | None
     ) -> Product:
         product = await self._get_for_change(actor, product_id, expected)
         return await self._apply(product, data.model_dump())
 
     async def patch(
-        self, actor: User, product_id: int, data: ProductPatch, expected: VersionMatch | None
+        self, actor: Actor, product_id: int, data: ProductPatch, expected: VersionMatch | None
     ) -> Product:
         product = await self._get_for_change(actor, product_id, expected)
         changes = data.model_dump(exclude_unset=True)
@@ -70,13 +70,13 @@ class ProductService:
             return product  # nothing to change, so no new version
         return await self._apply(product, changes)
 
-    async def delete(self, actor: User, product_id: int, expected: VersionMatch | None) -> None:
+    async def delete(self, actor: Actor, product_id: int, expected: VersionMatch | None) -> None:
         product = await self._get_for_change(actor, product_id, expected)
         self._events.products_deleted([(product.id, product.owner_id, product.version)])
         await self._products.delete(product)
 
     async def _get_for_change(
-        self, actor: User, product_id: int, expected: VersionMatch | None
+        self, actor: Actor, product_id: int, expected: VersionMatch | None
     ) -> Product:
         """The product, locked, once the rules for changing it hold.
 

@@ -1,3 +1,4 @@
+from dataclasses import dataclass
 from enum import StrEnum
 
 from sqlalchemy import Boolean, Index, String, false, func, text
@@ -36,6 +37,19 @@ class User(TimestampMixin, Base):
     # Raised on every password change; tokens carry the version they were
     # issued under, so older ones stop working at once (even within a second).
     token_version: Mapped[int] = mapped_column(default=1)
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == Role.ADMIN
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who makes a request, for the rules that only ask who (owner or admin):
+    the signed-in user's id and role, read in one Core statement, no ORM object."""
+
+    id: int
+    role: Role
 
     @property
     def is_admin(self) -> bool:

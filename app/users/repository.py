@@ -17,19 +17,29 @@ _SIGNED_IN = select(*(c for c in User.__table__.c if c.key != "password_hash")).
 )
 
 
-# A row of _SIGNED_IN (with attribute access: row.id, row.token_version).
+# What a change needs to know of who asks it: the checks of the token and the role.
+_ACTOR = select(User.id, User.role, User.is_active, User.token_version).where(
+    User.id == bindparam("user_id")
+)
+
+
+# A row of _SIGNED_IN or _ACTOR (with attribute access: row.id, row.token_version).
 SignedInRow = Row[*tuple[Any, ...]]
 
 
 class UserReader:
-    """The user behind an access token, in SQLAlchemy Core on a connection
-    outside any transaction (Database.read): one statement, no ORM object."""
+    """The user behind an access token, in SQLAlchemy Core: one statement, no
+    ORM object, on a connection outside any transaction (Database.read) or on
+    the request's own transaction (a change)."""
 
     def __init__(self, connection: AsyncConnection) -> None:
         self._connection = connection
 
     async def signed_in(self, user_id: int) -> SignedInRow | None:
         return (await self._connection.execute(_SIGNED_IN, {"user_id": user_id})).first()
+
+    async def actor(self, user_id: int) -> SignedInRow | None:
+        return (await self._connection.execute(_ACTOR, {"user_id": user_id})).first()
 
 
 class UserRepository:

@@ -2,7 +2,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response, status
 
-from app.auth.dependencies import CurrentUser, SignedIn
+from app.auth.dependencies import CurrentActor, CurrentUser, SignedIn
 from app.core.database import SessionDep
 from app.core.dependencies import PasswordHasherDep, SettingsDep
 from app.core.params import IdPath, PageParams
@@ -129,7 +129,7 @@ async def delete_me(user: CurrentUser, users: UserServiceDep) -> None:
     description="Every user, ordered by id, a page at a time (`limit`, `offset`).",
     responses=problem_responses(*_ADMIN),
 )
-async def list_users(actor: CurrentUser, users: UserServiceDep, page: PageParams) -> UserPage:
+async def list_users(actor: CurrentActor, users: UserServiceDep, page: PageParams) -> UserPage:
     items, total = await users.list(actor, limit=page.limit, offset=page.offset)
     return UserPage(
         items=[UserRead.model_validate(u) for u in items],
@@ -145,7 +145,7 @@ async def list_users(actor: CurrentUser, users: UserServiceDep, page: PageParams
     description="Any user by id. An unknown id gets 404 before a non-admin gets 403.",
     responses=problem_responses(*_ADMIN, 404),
 )
-async def get_user(user_id: IdPath, actor: CurrentUser, users: UserServiceDep) -> UserRead:
+async def get_user(user_id: IdPath, actor: CurrentActor, users: UserServiceDep) -> UserRead:
     return UserRead.model_validate(await users.get(actor, user_id))
 
 
@@ -158,7 +158,7 @@ async def get_user(user_id: IdPath, actor: CurrentUser, users: UserServiceDep) -
     responses=problem_responses(*_ADMIN, 404, 409),
 )
 async def update_user(
-    user_id: IdPath, data: UserAdminUpdate, actor: CurrentUser, users: UserServiceDep
+    user_id: IdPath, data: UserAdminUpdate, actor: CurrentActor, users: UserServiceDep
 ) -> UserRead:
     return UserRead.model_validate(await users.update_by_id(actor, user_id, data))
 
@@ -170,5 +170,5 @@ async def update_user(
     description="Their products and sessions go with them.",
     responses=problem_responses(*_ADMIN, 404),
 )
-async def delete_user(user_id: IdPath, actor: CurrentUser, users: UserServiceDep) -> None:
+async def delete_user(user_id: IdPath, actor: CurrentActor, users: UserServiceDep) -> None:
     await users.delete_by_id(actor, user_id)

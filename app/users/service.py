@@ -17,7 +17,7 @@ from app.events.repository import EventLog
 from app.mail.models import MessageKind
 from app.mail.repository import OutboxRepository
 from app.products.repository import ProductRepository
-from app.users.models import Role, User
+from app.users.models import Actor, Role, User
 from app.users.repository import UserRepository
 from app.users.schemas import UserAdminUpdate, UserCreate, UserUpdate
 
@@ -56,7 +56,7 @@ class UserService:
             await self._outbox.add_for_user(MessageKind.WELCOME, user, domain=self._mail_domain)
         return user
 
-    async def get(self, actor: User, user_id: int) -> User:
+    async def get(self, actor: Actor, user_id: int) -> User:
         """Any user, for an admin.
 
         Checked in the contract's order: existence (404), then permission
@@ -69,7 +69,7 @@ class UserService:
         _require_admin(actor)
         return user
 
-    async def list(self, actor: User, *, limit: int, offset: int) -> tuple[Sequence[User], int]:
+    async def list(self, actor: Actor, *, limit: int, offset: int) -> tuple[Sequence[User], int]:
         _require_admin(actor)
         return await self._users.list(limit=limit, offset=offset)
 
@@ -97,7 +97,7 @@ class UserService:
             )
         return user
 
-    async def update_by_id(self, actor: User, user_id: int, data: UserAdminUpdate) -> User:
+    async def update_by_id(self, actor: Actor, user_id: int, data: UserAdminUpdate) -> User:
         return await self.update(await self.get(actor, user_id), data)
 
     async def change_password(self, user: User, current: str, new: str) -> None:
@@ -136,7 +136,7 @@ class UserService:
         EventLog(self._session).products_deleted(owned)
         await self._users.delete(user)
 
-    async def delete_by_id(self, actor: User, user_id: int) -> None:
+    async def delete_by_id(self, actor: Actor, user_id: int) -> None:
         await self.delete(await self.get(actor, user_id))
 
     async def ensure_admin(self, username: str, email: str, password: str) -> bool:
@@ -159,7 +159,7 @@ class UserService:
         await self._refresh_tokens.revoke_families_of(user.id, utc_now())
 
 
-def _require_admin(actor: User) -> None:
+def _require_admin(actor: Actor) -> None:
     if not actor.is_admin:
         raise PermissionDenied("Only an admin may do this.")
 
