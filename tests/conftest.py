@@ -2,7 +2,10 @@
 
 Every test gets its own database, cloned from a template migrated once per
 run (a file copy on SQLite, CREATE DATABASE ... TEMPLATE on PostgreSQL), so
-tests commit for real, race for real, and never see each other's rows.
+tests commit for real, race for real, and never see each other's rows. On
+PostgreSQL a database a test has finished with is emptied (TRUNCATE ...
+RESTART IDENTITY) and handed to the next test of the same worker, unless its
+schema or statistics changed: a clone costs ~0.4 s, an emptying ~0.03 s.
 PostgreSQL runs when TEST_DATABASE_URL names a server and a base database
 name; the suite then runs every database test on both backends.
 """
@@ -127,6 +130,66 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+# Emptied databases of this worker, by template, ready for the next test.
+_REUSABLE: dict[str, list[str]] = {}
+
+# What must be as the template left it for an emptied database to count as a
+# fresh clone: the migration, the number of relations (a test that migrates
+# down and up again may leave the same schema with new oids: that is fine)
+# and no ANALYZE (the list's estimates come from the planner's statistics,
+# which TRUNCATE keeps).
+_STATE = """
+SELECT (SELECT string_agg(version_num, ',') FROM alembic_version),
+       (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname = 'public'),
+       (SELECT coalesce(sum(analyze_count + autoanalyze_count), 0) FROM pg_stat_user_tables)
+"""
+
+
+async def _emptied(name: str, template_state: tuple[Any, ...] | None) -> bool:
+    """Empties a used database for the next test; False when it cannot be
+    reused as a fresh clone (the caller drops it)."""
+    url = make_url(_postgres_url(name)).set(drivername="postgresql")
+    try:
+        connection = await asyncpg.connect(url.render_as_string(hide_password=False))
+    except (OSError, asyncpg.PostgresError):
+        return False
+    try:
+        # Whatever the test left connected (a server it started, PgBouncer's
+        # pool) would hold locks TRUNCATE waits for.
+        await connection.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        if tuple(await connection.fetchrow(_STATE)) != template_state:
+            return False
+        tables = await connection.fetch(
+            "SELECT quote_ident(tablename) AS name FROM pg_tables"
+            " WHERE schemaname = 'public' AND tablename <> 'alembic_version'"
+        )
+        await connection.execute("SET lock_timeout = '5s'")
+        await connection.execute(
+            f"TRUNCATE {', '.join(row['name'] for row in tables)} RESTART IDENTITY CASCADE"
+        )
+        return True
+    except asyncpg.PostgresError:
+        return False
+    finally:
+        await connection.close()
+
+
+async def _template_state(name: str) -> tuple[Any, ...]:
+    url = make_url(_postgres_url(name)).set(drivername="postgresql")
+    connection = await asyncpg.connect(url.render_as_string(hide_password=False))
+    try:
+        return tuple(await connection.fetchrow(_STATE))
+    finally:
+        await connection.close()
+
+
+_TEMPLATE_STATES: dict[str, tuple[Any, ...]] = {}
+
+
 @pytest.fixture(scope="session")
 def postgres_template() -> Iterator[str]:
     assert POSTGRES_URL is not None
@@ -138,8 +201,12 @@ def postgres_template() -> Iterator[str]:
         )
     )
     upgrade(_postgres_url(name))
+    _TEMPLATE_STATES[name] = asyncio.run(_template_state(name))
     yield name
-    asyncio.run(_admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    clones = [
+        f'DROP DATABASE IF EXISTS "{clone}" WITH (FORCE)' for clone in _REUSABLE.pop(name, [])
+    ]
+    asyncio.run(_admin_execute(*clones, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture(scope="session")
@@ -152,18 +219,25 @@ def database_template(backend: str, request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 async def database_url(backend: str, database_template: str, tmp_path: Path) -> AsyncIterator[str]:
-    """The URL of a new database with the newest schema and no rows."""
+    """The URL of a database with the newest schema and no rows, as a fresh clone has."""
     if backend == "sqlite":
         path = tmp_path / "app.db"
         shutil.copyfile(database_template, path)
         yield f"sqlite+aiosqlite:///{path}"
         return
-    name = f"{database_template}_{uuid.uuid4().hex[:12]}"
-    await _admin_execute(f'CREATE DATABASE "{name}" TEMPLATE "{database_template}"')
+    reusable = _REUSABLE.setdefault(database_template, [])
+    if reusable:
+        name = reusable.pop()
+    else:
+        name = f"{database_template}_{uuid.uuid4().hex[:12]}"
+        await _admin_execute(f'CREATE DATABASE "{name}" TEMPLATE "{database_template}"')
     try:
         yield _postgres_url(name)
     finally:
-        await _admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        if await _emptied(name, _TEMPLATE_STATES.get(database_template)):
+            reusable.append(name)
+        else:
+            await _admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture
