@@ -191,3 +191,22 @@ async def test_an_unmigrated_database_is_not_ready(tmp_path: Path) -> None:
         assert ready.status_code == 503
         assert ready.headers["content-type"] == "application/problem+json"
         assert (await client.get("/health/live")).status_code == 200
+
+
+async def test_search_text_statistics_come_from_a_larger_sample(
+    backend: str, database_url: str, tmp_path: Path
+) -> None:
+    """Migration 0007: the planner's estimate of a search's matches, which
+    decides whether the list counts them, rests on 500 histogram entries."""
+    if backend != "postgresql":
+        pytest.skip("SQLite has no per-column statistics target")
+
+    def target(connection: Connection) -> Any:
+        return connection.execute(
+            text(
+                "SELECT attstattarget FROM pg_attribute"
+                " WHERE attrelid = 'products'::regclass AND attname = 'search_text'"
+            )
+        ).scalar()
+
+    assert await _run(database_url, tmp_path, target) == 500
