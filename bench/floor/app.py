@@ -174,7 +174,7 @@ def _claims(request: Request) -> dict[str, Any] | None:
 
 
 async def _signed_in(
-    connection: asyncpg.Connection, claims: dict[str, Any], statement: str = sql.USER_BY_ID
+    connection: asyncpg.Connection, claims: dict[str, Any], statement: str = sql.USER_ACTOR
 ) -> asyncpg.Record:
     user = await connection.fetchrow(statement, int(claims["sub"]))
     if user is None or user["token_version"] != claims["ver"]:

@@ -99,6 +99,11 @@ UPDATE_PRODUCT_PRICE = (
 USER_BY_ID = f"SELECT {_USER_COLUMNS} FROM users WHERE users.id = $1::BIGINT"  # noqa: S608
 # The signed-in user of a read-only request: no password hash, no transaction.
 USER_SIGNED_IN = USER_BY_ID.replace("users.password_hash, ", "")
+# Who asks for a change (the service's CurrentActor): only what its rules need.
+USER_ACTOR = (
+    "SELECT users.id, users.role, users.is_active, users.token_version "
+    "FROM users WHERE users.id = $1::BIGINT"
+)
 USER_BY_LOGIN = (
     f"SELECT {_USER_COLUMNS} FROM users "  # noqa: S608
     "WHERE lower(users.username) = lower($1::VARCHAR) OR lower(users.email) = lower($1::VARCHAR)"
@@ -128,9 +133,9 @@ SCENARIOS: dict[str, tuple[str, ...]] = {
     "list_products": (PRODUCT_PAGE_WITH_TOTAL,),
     "search_products": (SEARCH_PAGE, SEARCH_ESTIMATE, SEARCH_COUNT),
     "users_me": (USER_SIGNED_IN,),
-    "create_product": (BEGIN, USER_BY_ID, INSERT_PRODUCT, INSERT_EVENT, COMMIT),
+    "create_product": (BEGIN, USER_ACTOR, INSERT_PRODUCT, INSERT_EVENT, COMMIT),
     "patch_product": (
-        *(BEGIN, USER_BY_ID, PRODUCT_BY_ID_FOR_UPDATE, UPDATE_PRODUCT_PRICE),
+        *(BEGIN, USER_ACTOR, PRODUCT_BY_ID_FOR_UPDATE, UPDATE_PRODUCT_PRICE),
         *(INSERT_EVENT, COMMIT),
     ),
     "login": (

@@ -46,7 +46,7 @@ async def _drop(name: str) -> None:
         await connection.close()
 
 
-def smoke_run(module: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+def smoke_run(module: str, tmp_path: Path, **settings: str) -> subprocess.CompletedProcess[str]:
     """`BENCH_SMOKE=1 python -m <module>` on a database of its own, dropped afterwards."""
     base = make_url(POSTGRES_URL or "").database or "storefront_test"
     name = f"{base}_{module.rpartition('.')[2]}_{os.getpid()}"
@@ -55,6 +55,7 @@ def smoke_run(module: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
         "BENCH_SMOKE": "1",
         "BENCH_DATABASE_URL": _url(name),
         "BENCH_RESULTS": str(tmp_path),
+        **settings,
     }
     try:
         done = subprocess.run(
@@ -111,27 +112,7 @@ def test_the_events_benchmark_runs_and_every_client_gets_every_event(tmp_path: P
 
 
 def test_the_stack_benchmark_prices_each_middleware_and_each_dependency(tmp_path: Path) -> None:
-    base = make_url(POSTGRES_URL or "").database or "storefront_test"
-    name = f"{base}_stack_{os.getpid()}"
-    environment = {
-        **os.environ,
-        "BENCH_STACK_REQUESTS": "200",
-        "BENCH_DATABASE_URL": _url(name),
-        "BENCH_RESULTS": str(tmp_path),
-    }
-    try:
-        done = subprocess.run(
-            [sys.executable, "-m", "bench.stack"],
-            cwd=PROJECT_ROOT,
-            env=environment,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-    finally:
-        asyncio.run(_drop(name))
-    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    smoke_run("bench.stack", tmp_path, BENCH_STACK_REQUESTS="200")
 
     figures = json.loads((tmp_path / "stack-latest.json").read_text())
     # Every middleware the app installs is priced, by its class name.
