@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from tests.server.conftest import server_environment
-from tests.support import free_port
+from tests.support import POOLED, free_port
 
 
 class Bouncer:
@@ -30,6 +30,7 @@ class Bouncer:
     def url_for(self, database_url: str) -> str:
         """The same database, reached through this PgBouncer."""
         url = make_url(database_url).set(host="127.0.0.1", port=self.port)
+        POOLED.add(url.database or "")
         return url.render_as_string(hide_password=False)
 
     def stop(self) -> None:

@@ -243,6 +243,12 @@ class DatabaseProbe:
             return await session.get(model, ident)
 
 
+# The databases a PgBouncer of this test process has pooled (tests/pgbouncer.py):
+# its idle server connections to them may outlive the test, so conftest's
+# database_url never hands them to another test.
+POOLED: set[str] = set()
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as probe:
