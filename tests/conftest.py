@@ -67,9 +67,10 @@ def make_settings(database_url: str, data_dir: Path, **overrides: Any) -> Settin
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 
 
-def _admin_dsn() -> str:
+def _dsn(database: str = "postgres") -> str:
+    """asyncpg's address of a database of the test server (by default the admin one)."""
     assert POSTGRES_URL is not None
-    url = make_url(POSTGRES_URL).set(drivername="postgresql", database="postgres")
+    url = make_url(POSTGRES_URL).set(drivername="postgresql", database=database)
     return url.render_as_string(hide_password=False)
 
 
@@ -80,7 +81,7 @@ def _postgres_url(database: str) -> str:
 
 
 async def _admin_execute(*statements: str) -> None:
-    connection = await asyncpg.connect(_admin_dsn())
+    connection = await asyncpg.connect(_dsn())
     try:
         for statement in statements:
             await connection.execute(statement)
@@ -157,9 +158,8 @@ SELECT (SELECT string_agg(version_num, ',') FROM alembic_version),
 async def _emptied(name: str, template_state: tuple[Any, ...] | None) -> bool:
     """Empties a used database for the next test; False when it cannot be
     reused as a fresh clone (the caller drops it)."""
-    url = make_url(_postgres_url(name)).set(drivername="postgresql")
     try:
-        connection = await asyncpg.connect(url.render_as_string(hide_password=False))
+        connection = await asyncpg.connect(_dsn(name))
     except (OSError, asyncpg.PostgresError):
         return False
     try:
@@ -187,8 +187,7 @@ async def _emptied(name: str, template_state: tuple[Any, ...] | None) -> bool:
 
 
 async def _template_state(name: str) -> tuple[Any, ...]:
-    url = make_url(_postgres_url(name)).set(drivername="postgresql")
-    connection = await asyncpg.connect(url.render_as_string(hide_password=False))
+    connection = await asyncpg.connect(_dsn(name))
     try:
         return tuple(await connection.fetchrow(_STATE))
     finally:
